@@ -1,0 +1,8 @@
+"""nasseg_tf: Auto-DeepLab and Dense Prediction Cell for Keras 3 / TensorFlow 2.
+
+Layers and models in this package use ``keras.ops`` only, so the model zoo runs on
+any Keras backend (TensorFlow, JAX). TensorFlow-specific code lives in
+``nasseg_tf.data``, ``nasseg_tf.train`` and ``nasseg_tf.export``.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,106 @@
+"""The derived Auto-DeepLab cell, built from a :class:`CellGenotype` (SPEC §2.5).
+
+Hidden states: 0 = H^{l-1} after ReLU → 1×1 conv → BN to ``filters`` channels;
+1 = H^{l-2}, resized to H^{l-1}'s size when the backbone says the resolutions differ,
+and ReLU → 1×1 conv → BN only when its channels differ from ``filters`` (official
+release). Block i adds its two edges' op outputs; ops reading a cell input (state 0
+or 1) carry the cell's stride, ops reading a block run at stride 1. The output is the
+concat of all blocks: ``num_blocks · filters`` channels.
+"""
+
+import keras
+from keras import ops
+
+from nasseg_tf.layers.common import BN_EPSILON, BN_MOMENTUM, ConvBN
+from nasseg_tf.layers.ops import build_op
+from nasseg_tf.layers.resize import resize_bilinear, spatial_size
+from nasseg_tf.search_space.genotypes import CellGenotype
+
+
+@keras.saving.register_keras_serializable(package="nasseg_tf")
+class DerivedCell(keras.layers.Layer):
+    """A fixed cell of the derived Auto-DeepLab network.
+
+    Args:
+      cell: a :class:`CellGenotype` or its config dict.
+      filters: channels per block (F × filter scaling).
+      stride: 1, or 2 for a down-step cell.
+      resample_prev_prev: resize H^{l-2} to the spatial size of H^{l-1}.
+      bn_momentum, bn_epsilon: batch-norm settings of every conv in the cell.
+
+    Call: ``cell([h_prev, h_prev_prev], training)``.
+    """
+
+    def __init__(self, cell, filters, stride=1, resample_prev_prev=False,
+                 bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(cell, dict):
+            cell = CellGenotype.from_config(cell)
+        self.cell = cell.validate()
+        self.filters = int(filters)
+        self.stride = int(stride)
+        self.resample_prev_prev = bool(resample_prev_prev)
+        self.bn_momentum = float(bn_momentum)
+        self.bn_epsilon = float(bn_epsilon)
+        bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        self.preprocess_prev = ConvBN(self.filters, 1, pre_activation=True,
+                                      post_activation=False, name="prev_1x1", **bn)
+        self.preprocess_prev_prev = None
+        self.edges = []
+        for i, block in enumerate(self.cell.blocks):
+            for side, edge in zip(("left", "right"), block):
+                stride = self.stride if edge.input < 2 else 1
+                self.edges.append(build_op(edge.op, self.filters, stride,
+                                           name=f"block{i}_{side}", **bn))
+
+    def build(self, input_shape):
+        prev_shape, prev_prev_shape = (tuple(s) for s in input_shape)
+        self.preprocess_prev.build(prev_shape)
+        state_shapes = [self.preprocess_prev.compute_output_shape(prev_shape)]
+        if prev_prev_shape[-1] != self.filters:
+            self.preprocess_prev_prev = ConvBN(
+                self.filters, 1, pre_activation=True, post_activation=False,
+                name="prev_prev_1x1", bn_momentum=self.bn_momentum,
+                bn_epsilon=self.bn_epsilon)
+            self.preprocess_prev_prev.build(prev_prev_shape)
+        state_shapes.append(state_shapes[0])
+        edges = iter(self.edges)
+        for block in self.cell.blocks:
+            for edge in block:
+                op = next(edges)
+                op.build(state_shapes[edge.input][:3] + (
+                    self.filters if edge.input != 1 else
+                    (prev_prev_shape[-1] if self.preprocess_prev_prev is None
+                     else self.filters),))
+            state_shapes.append(op.compute_output_shape(state_shapes[0]))
+
+    def call(self, inputs, training=None):
+        h_prev, h_prev_prev = inputs
+        if self.resample_prev_prev:
+            h_prev_prev = resize_bilinear(h_prev_prev, spatial_size(h_prev))
+        states = [self.preprocess_prev(h_prev, training=training)]
+        if self.preprocess_prev_prev is not None:
+            h_prev_prev = self.preprocess_prev_prev(h_prev_prev, training=training)
+        states.append(h_prev_prev)
+        edges = iter(self.edges)
+        for block in self.cell.blocks:
+            out = None
+            for edge in block:
+                y = next(edges)(states[edge.input], training=training)
+                out = y if out is None else out + y
+            states.append(out)
+        return ops.concatenate(states[2:], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape[0]
+        if self.stride > 1:
+            h = None if h is None else -(-h // self.stride)
+            w = None if w is None else -(-w // self.stride)
+        return (n, h, w, self.filters * self.cell.num_blocks)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(cell=self.cell.to_config(), filters=self.filters,
+                      stride=self.stride, resample_prev_prev=self.resample_prev_prev,
+                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        return config

@@ -1,0 +1,180 @@
+"""Small shared building blocks: batch-norm defaults, padding, conv + BN (+ ReLU).
+
+Defaults follow the official DeepLab release for Auto-DeepLab (SPEC §2.5): batch norm
+decay 0.9997 and epsilon 1e-3, convolutions without bias (a BN follows every conv).
+Kernel initialiser: He normal (the papers train from scratch and do not fix one).
+"""
+
+import keras
+from keras import ops
+
+BN_MOMENTUM = 0.9997
+BN_EPSILON = 1e-3
+KERNEL_INITIALIZER = "he_normal"
+
+
+def batch_norm(name, momentum=BN_MOMENTUM, epsilon=BN_EPSILON):
+    """The package's BatchNormalization with DeepLab defaults."""
+    return keras.layers.BatchNormalization(
+        momentum=momentum, epsilon=epsilon, name=name
+    )
+
+
+def pad_for_stride(x, kernel_size, rate=1):
+    """Pads ``x`` symmetrically so a VALID strided conv acts like DeepLab's conv2d_same.
+
+    TensorFlow's 'SAME' padding with stride 2 pads one pixel more at the bottom/right;
+    the official DeepLab code pads ``(k_eff - 1) // 2`` before and the rest after.
+    Output size is ``ceil(size / stride)`` either way; alignment differs.
+    """
+    k_eff = kernel_size + (kernel_size - 1) * (rate - 1)
+    total = k_eff - 1
+    beg = total // 2
+    end = total - beg
+    if total == 0:
+        return x
+    return ops.pad(x, ((0, 0), (beg, end), (beg, end), (0, 0)))
+
+
+@keras.saving.register_keras_serializable(package="nasseg_tf")
+class ConvBN(keras.layers.Layer):
+    """``[ReLU] -> conv (regular or separable, atrous, strided) -> BN -> [ReLU]``.
+
+    Args:
+      filters: output channels.
+      kernel_size: square kernel size.
+      strides: 1 or 2. Strided convs use DeepLab's explicit symmetric padding.
+      dilation_rate: int or (rate_h, rate_w); asymmetric rates are allowed.
+      separable: depthwise-separable instead of a regular conv.
+      pre_activation: apply ReLU before the conv (NAS-cell style).
+      post_activation: apply ReLU after the BN (DeepLab head style).
+      depthwise_bn: for separable convs, put BN+ReLU after the depthwise step too
+        (DPC and DeepLabv3+ style); otherwise one BN after the pointwise step.
+      use_bn: BN after the conv (no BN means the conv gets a bias).
+      bn_momentum, bn_epsilon: batch-norm settings.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=1,
+        strides=1,
+        dilation_rate=1,
+        separable=False,
+        pre_activation=False,
+        post_activation=True,
+        depthwise_bn=False,
+        use_bn=True,
+        bn_momentum=BN_MOMENTUM,
+        bn_epsilon=BN_EPSILON,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        if isinstance(dilation_rate, int):
+            dilation_rate = (dilation_rate, dilation_rate)
+        self.dilation_rate = tuple(int(r) for r in dilation_rate)
+        if self.strides > 1 and self.dilation_rate != (1, 1):
+            raise ValueError("ConvBN: strides > 1 with dilation_rate > 1 is not supported.")
+        self.separable = bool(separable)
+        self.pre_activation = bool(pre_activation)
+        self.post_activation = bool(post_activation)
+        self.depthwise_bn = bool(depthwise_bn)
+        self.use_bn = bool(use_bn)
+        self.bn_momentum = float(bn_momentum)
+        self.bn_epsilon = float(bn_epsilon)
+        padding = "valid" if self.strides > 1 else "same"
+        common = dict(
+            strides=self.strides,
+            padding=padding,
+            dilation_rate=self.dilation_rate,
+            use_bias=not self.use_bn,
+        )
+        if self.separable:
+            self.depthwise = keras.layers.DepthwiseConv2D(
+                self.kernel_size,
+                depthwise_initializer=KERNEL_INITIALIZER,
+                name="depthwise",
+                **{**common, "use_bias": False},
+            )
+            self.depthwise_norm = (
+                batch_norm("depthwise_bn", self.bn_momentum, self.bn_epsilon)
+                if self.depthwise_bn
+                else None
+            )
+            self.conv = keras.layers.Conv2D(
+                self.filters,
+                1,
+                use_bias=not self.use_bn,
+                kernel_initializer=KERNEL_INITIALIZER,
+                name="pointwise",
+            )
+        else:
+            self.depthwise = None
+            self.depthwise_norm = None
+            self.conv = keras.layers.Conv2D(
+                self.filters,
+                self.kernel_size,
+                kernel_initializer=KERNEL_INITIALIZER,
+                name="conv",
+                **common,
+            )
+        self.norm = (
+            batch_norm("bn", self.bn_momentum, self.bn_epsilon) if self.use_bn else None
+        )
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if self.depthwise is not None:
+            self.depthwise.build(shape)
+            mid = self.depthwise.compute_output_shape(shape)
+            if self.depthwise_norm is not None:
+                self.depthwise_norm.build(mid)
+            self.conv.build(mid)
+        else:
+            self.conv.build(shape)
+        if self.norm is not None:
+            self.norm.build(self.conv.compute_output_shape(
+                shape if self.depthwise is None else mid))
+
+    def call(self, x, training=None):
+        if self.pre_activation:
+            x = ops.relu(x)
+        if self.strides > 1:
+            x = pad_for_stride(x, self.kernel_size)
+        if self.depthwise is not None:
+            x = self.depthwise(x)
+            if self.depthwise_norm is not None:
+                x = ops.relu(self.depthwise_norm(x, training=training))
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x, training=training)
+        if self.post_activation:
+            x = ops.relu(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        if self.strides > 1:
+            h = None if h is None else -(-h // self.strides)
+            w = None if w is None else -(-w // self.strides)
+        return (n, h, w, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            dilation_rate=list(self.dilation_rate),
+            separable=self.separable,
+            pre_activation=self.pre_activation,
+            post_activation=self.post_activation,
+            depthwise_bn=self.depthwise_bn,
+            use_bn=self.use_bn,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+        )
+        return config
