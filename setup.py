@@ -40,6 +40,7 @@ setuptools.setup(
             "nasseg-zoo=nasseg_tf.cli.zoo:run",
             "nasseg-export=nasseg_tf.cli.export:run",
             "nasseg-demo=nasseg_tf.cli.demo:run",
+            "nasseg-build-data=nasseg_tf.cli.build_data:run",
         ]
     },
 )

@@ -203,6 +203,31 @@ class ShardedRecordWriter:
             self.abort()
 
 
+def install_shards(tmp_dir: str, output_dir: str,
+                   files: Dict[str, List[str]]) -> Dict[str, List[str]]:
+    """Moves finished shards into ``output_dir`` and deletes stale shards there.
+
+    Args:
+        tmp_dir: Folder holding the new shards (on the same file system).
+        output_dir: Destination folder.
+        files: ``{split: [shard basenames]}`` to move.
+
+    Returns:
+        ``{split: [final shard paths]}``. Older shards of the same splits that are
+        not part of the new set (e.g. a different shard count) are removed, so a
+        split's glob pattern matches exactly the new files.
+    """
+    installed = {}
+    for split, names in files.items():
+        for name in names:
+            os.replace(os.path.join(tmp_dir, name), os.path.join(output_dir, name))
+        for path in glob.glob(shard_pattern(output_dir, split)):
+            if os.path.basename(path) not in names:
+                os.remove(path)
+        installed[split] = [os.path.join(output_dir, name) for name in names]
+    return installed
+
+
 def write_sharded(examples: Iterable[Union[tf.train.Example, bytes]], output_dir: str,
                   split: str, num_shards: int) -> List[str]:
     """Writes ``examples`` into ``num_shards`` atomic shards; returns their paths."""

@@ -19,15 +19,22 @@ class ImagePooling(keras.layers.Layer):
 
     Broadcasting a 1×1 map equals bilinear upsampling of it, and works for any
     (dynamic) input size.
+
+    With a per-replica training batch of 1, the BN of this branch sees a single value
+    per channel: nothing crashes (a known failure of PyTorch ports), but the branch
+    output is then its BN offset and its conv gets no gradient. Train with batch ≥ 2
+    per replica, synchronised BN, or ``use_bn=False`` (the conv then gets a bias).
     """
 
-    def __init__(self, filters, bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, **kwargs):
+    def __init__(self, filters, use_bn=True, bn_momentum=BN_MOMENTUM,
+                 bn_epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
+        self.use_bn = bool(use_bn)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
-        self.conv = ConvBN(self.filters, 1, name="conv", bn_momentum=self.bn_momentum,
-                           bn_epsilon=self.bn_epsilon)
+        self.conv = ConvBN(self.filters, 1, use_bn=self.use_bn, name="conv",
+                           bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
 
     def build(self, input_shape):
         self.conv.build((input_shape[0], 1, 1, input_shape[-1]))
@@ -43,8 +50,8 @@ class ImagePooling(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, bn_momentum=self.bn_momentum,
-                      bn_epsilon=self.bn_epsilon)
+        config.update(filters=self.filters, use_bn=self.use_bn,
+                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
         return config
 
 

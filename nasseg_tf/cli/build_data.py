@@ -1,0 +1,76 @@
+"""Converts a raw segmentation dataset into sharded DeepLab TFRecords.
+
+Usage:
+    python tools/build_data.py --dataset=cityscapes --root=/data/cityscapes \
+        --output_dir=/data/cityscapes/tfrecord --num_shards=10
+    python tools/build_data.py --dataset=generic --root=/data/mine --num_classes=5 \
+        --splits=train,val --output_dir=/data/mine/tfrecord
+
+Flags are defined by :func:`run` (not at import), so importing this module next to
+other command-line modules in one process cannot collide on flag names.
+"""
+
+import sys
+from typing import Dict, List
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from nasseg_tf.data import build_data
+
+REQUIRED_FLAGS = ("dataset", "root", "output_dir")
+_FLAG_NAMES = REQUIRED_FLAGS + ("splits", "num_shards", "num_classes", "ignore_label",
+                                "verify")
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines the tool's flags on ``flag_values``."""
+    flags.DEFINE_enum("dataset", None, build_data.list_converters(), "Raw dataset layout.",
+                      flag_values=flag_values)
+    flags.DEFINE_string("root", None, "Root folder of the raw dataset.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("output_dir", None, "Where the TFRecord shards are written.",
+                        flag_values=flag_values)
+    flags.DEFINE_list("splits", None, "Splits to convert (default: the layout's own).",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("num_shards", 4, "Shards per split.", lower_bound=1,
+                         flag_values=flag_values)
+    flags.DEFINE_integer("num_classes", None, "Number of classes (generic layout only).",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("ignore_label", 255, "Label value meaning 'ignore'.",
+                         flag_values=flag_values)
+    flags.DEFINE_bool("verify", True, "Re-read and check every record before installing.",
+                      flag_values=flag_values)
+    flags.mark_flags_as_required(REQUIRED_FLAGS, flag_values=flag_values)
+
+
+def convert(flag_values: flags.FlagValues) -> Dict[str, List[str]]:
+    """Runs the conversion described by parsed ``flag_values``; returns the shards."""
+    shards = build_data.build_tfrecords(
+        flag_values.dataset, flag_values.root, flag_values.output_dir,
+        splits=flag_values.splits, num_shards=flag_values.num_shards,
+        num_classes=flag_values.num_classes, ignore_label=flag_values.ignore_label,
+        verify=flag_values.verify)
+    for split, paths in shards.items():
+        logging.info("%s: %d shards in %s", split, len(paths), flag_values.output_dir)
+    return shards
+
+
+def main(argv):
+    """absl main: converts with the global flags."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    convert(flags.FLAGS)
+
+
+def run():
+    """Console-script entry point."""
+    define_flags()
+    for name in _FLAG_NAMES:  # list them under --help of whichever script runs this
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

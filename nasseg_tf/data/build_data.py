@@ -1,0 +1,356 @@
+"""Converters from the raw dataset layouts to sharded DeepLab TFRecords.
+
+Each converter lists ``(image, label)`` file pairs for a split and says how raw label
+values become training labels; :func:`build_tfrecords` does the rest. Registered
+converters (:func:`list_converters`):
+
+- ``generic``: ``{root}/{split}/images/*.{jpg,jpeg,png}`` with
+  ``{root}/{split}/labels/{stem}.png`` (labels are class indices; needs
+  ``num_classes``).
+- ``cityscapes``: ``leftImg8bit/{split}/{city}/*_leftImg8bit.png`` with
+  ``gtFine/{split}/{city}/*_gtFine_labelIds.png``; labelIds map to the 19 trainIds
+  (all other ids to 255).
+- ``pascal_voc2012``: ``JPEGImages/{id}.jpg`` with ``SegmentationClass/{id}.png``
+  (palette PNGs: the palette indices are the labels, 255 stays ignore), ids from
+  ``ImageSets/Segmentation/{split}.txt``; ``pascal_voc2012_aug`` reads
+  ``SegmentationClassAug`` instead (for ``train_aug``).
+- ``ade20k``: ``ADEChallengeData2016/images/{training,validation}/*.jpg`` with
+  ``annotations/{training,validation}/*.png``; raw 0 ("other") -> 255, k -> k - 1.
+
+Every file is checked before anything is written: a missing file, an image/label
+size mismatch or a label value outside the classes raises an error naming the
+file. Shards are written to a temporary folder inside ``output_dir`` and moved into
+place only when every split succeeded, so a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import io
+import os
+import shutil
+import tempfile
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from nasseg_tf.data import datasets
+from nasseg_tf.data import tfrecord
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+_KEPT_FORMATS = {"JPEG": "jpeg", "PNG": "png"}
+
+
+class ConversionError(tfrecord.RecordError):
+    """A source image or label cannot be converted; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceExample:
+    """One image/label pair on disk; ``name`` becomes ``image/filename``."""
+
+    name: str
+    image_path: str
+    label_path: str
+
+
+ListFn = Callable[[str, str], List[SourceExample]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Converter:
+    """How to read one raw dataset layout.
+
+    Attributes:
+        name: Registry key (the ``--dataset`` flag).
+        list_examples: ``(root, split) -> [SourceExample]``; raises
+            ``FileNotFoundError`` naming what is missing.
+        dataset: Key of the :class:`~nasseg_tf.data.datasets.DatasetInfo` giving
+            ``num_classes``; None when the user must pass ``num_classes``.
+        label_lut: 256-entry ``uint8`` table from raw label values to labels, or
+            None when raw values are the labels.
+        default_splits: Splits converted when none are given.
+    """
+
+    name: str
+    list_examples: ListFn
+    dataset: Optional[str] = None
+    label_lut: Optional[np.ndarray] = dataclasses.field(default=None, compare=False)
+    default_splits: Tuple[str, ...] = ("train", "val")
+
+
+_CONVERTERS: Dict[str, Converter] = {}
+
+
+def register_converter(converter: Converter) -> Converter:
+    """Adds ``converter`` to the registry (its name must be new)."""
+    if converter.name in _CONVERTERS:
+        raise ValueError(f"Converter {converter.name!r} is already registered.")
+    _CONVERTERS[converter.name] = converter
+    return converter
+
+
+def get_converter(name: str) -> Converter:
+    """Returns the converter called ``name``; unknown names list the known ones."""
+    try:
+        return _CONVERTERS[name]
+    except KeyError:
+        raise ValueError(f"Unknown dataset layout {name!r}; known layouts: "
+                         f"{', '.join(list_converters())}.") from None
+
+
+def list_converters() -> Tuple[str, ...]:
+    """Names of the registered converters, sorted."""
+    return tuple(sorted(_CONVERTERS))
+
+
+# ---------------------------------------------------------------------------------------
+# Listing files in each layout
+# ---------------------------------------------------------------------------------------
+def _require_dir(path: str) -> str:
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"Missing directory {path}.")
+    return path
+
+
+def _require_file(path: str, needed_by: str = "") -> str:
+    if not os.path.isfile(path):
+        suffix = f" (needed by {needed_by})" if needed_by else ""
+        raise FileNotFoundError(f"Missing file {path}{suffix}.")
+    return path
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _list_generic(root: str, split: str) -> List[SourceExample]:
+    image_dir = _require_dir(os.path.join(root, split, "images"))
+    label_dir = _require_dir(os.path.join(root, split, "labels"))
+    images = sorted(p for p in glob.glob(os.path.join(image_dir, "*"))
+                    if p.lower().endswith(IMAGE_EXTENSIONS))
+    return [SourceExample(_stem(p), p,
+                          _require_file(os.path.join(label_dir, _stem(p) + ".png"), p))
+            for p in images]
+
+
+_CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
+_CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
+
+
+def _list_cityscapes(root: str, split: str) -> List[SourceExample]:
+    image_dir = _require_dir(os.path.join(root, "leftImg8bit", split))
+    label_dir = _require_dir(os.path.join(root, "gtFine", split))
+    examples = []
+    for image in sorted(glob.glob(os.path.join(image_dir, "*", "*" + _CITYSCAPES_IMAGE_SUFFIX))):
+        city = os.path.basename(os.path.dirname(image))
+        prefix = os.path.basename(image)[: -len(_CITYSCAPES_IMAGE_SUFFIX)]
+        label = os.path.join(label_dir, city, prefix + _CITYSCAPES_LABEL_SUFFIX)
+        examples.append(SourceExample(prefix, image, _require_file(label, image)))
+    return examples
+
+
+def _voc_lister(label_dir_name: str) -> ListFn:
+    def list_voc(root: str, split: str) -> List[SourceExample]:
+        list_file = _require_file(os.path.join(root, "ImageSets", "Segmentation",
+                                               f"{split}.txt"))
+        with open(list_file, encoding="utf-8") as handle:
+            ids = [line.split()[0] for line in handle if line.strip()]
+        return [SourceExample(
+            i,
+            _require_file(os.path.join(root, "JPEGImages", f"{i}.jpg"), list_file),
+            _require_file(os.path.join(root, label_dir_name, f"{i}.png"), list_file))
+            for i in ids]
+    return list_voc
+
+
+_ADE20K_SPLITS = {"train": "training", "training": "training",
+                  "val": "validation", "validation": "validation"}
+
+
+def _list_ade20k(root: str, split: str) -> List[SourceExample]:
+    if split not in _ADE20K_SPLITS:
+        raise ValueError(f"Unknown ADE20K split {split!r}; known: "
+                         f"{', '.join(sorted(_ADE20K_SPLITS))}.")
+    base = os.path.join(root, "ADEChallengeData2016")
+    base = base if os.path.isdir(base) else root
+    folder = _ADE20K_SPLITS[split]
+    image_dir = _require_dir(os.path.join(base, "images", folder))
+    label_dir = _require_dir(os.path.join(base, "annotations", folder))
+    return [SourceExample(_stem(p), p,
+                          _require_file(os.path.join(label_dir, _stem(p) + ".png"), p))
+            for p in sorted(glob.glob(os.path.join(image_dir, "*.jpg")))]
+
+
+# ---------------------------------------------------------------------------------------
+# Label tables
+# ---------------------------------------------------------------------------------------
+def cityscapes_label_lut() -> np.ndarray:
+    """labelId -> trainId table; ids outside the official 19 map to 255."""
+    lut = np.full(256, datasets.DEFAULT_IGNORE_LABEL, np.uint8)
+    for label_id, train_id in datasets.CITYSCAPES_LABEL_ID_TO_TRAIN_ID.items():
+        lut[label_id] = train_id
+    return lut
+
+
+def ade20k_label_lut() -> np.ndarray:
+    """Raw 0 ("other objects") -> 255; raw k -> k - 1 (raw values > 150 stay invalid)."""
+    lut = np.arange(-1, 255, dtype=np.int32)
+    lut[0] = datasets.DEFAULT_IGNORE_LABEL
+    return lut.astype(np.uint8)
+
+
+register_converter(Converter("generic", _list_generic))
+register_converter(Converter("cityscapes", _list_cityscapes, "cityscapes",
+                             cityscapes_label_lut()))
+register_converter(Converter("pascal_voc2012", _voc_lister("SegmentationClass"),
+                             "pascal_voc2012"))
+register_converter(Converter("pascal_voc2012_aug", _voc_lister("SegmentationClassAug"),
+                             "pascal_voc2012", default_splits=("train_aug", "val")))
+register_converter(Converter("ade20k", _list_ade20k, "ade20k", ade20k_label_lut()))
+
+
+# ---------------------------------------------------------------------------------------
+# Converting one pair
+# ---------------------------------------------------------------------------------------
+def _open(path: str) -> Image.Image:
+    _require_file(path)
+    try:
+        image = Image.open(path)
+        image.load()
+    except Exception as error:  # PIL raises several types for unreadable files.
+        raise ConversionError(f"Cannot read image file {path}: {error}") from error
+    return image
+
+
+def read_image(path: str) -> Tuple[bytes, str, Tuple[int, int]]:
+    """Returns ``(encoded bytes, format, (height, width))`` of an RGB image.
+
+    RGB JPEG and PNG files are stored byte for byte; anything else is converted to
+    RGB and re-encoded as PNG.
+    """
+    image = _open(path)
+    size = (image.height, image.width)
+    if image.format in _KEPT_FORMATS and image.mode == "RGB":
+        with open(path, "rb") as handle:
+            return handle.read(), _KEPT_FORMATS[image.format], size
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue(), "png", size
+
+
+def read_label(path: str) -> np.ndarray:
+    """Reads a single-channel label PNG (palette or greyscale) as ``uint8 [H, W]``.
+
+    For palette PNGs the pixel values are the palette indices, not the colours.
+    """
+    image = _open(path)
+    if image.mode not in ("P", "L", "I", "I;16"):
+        raise ConversionError(f"Label {path} has mode {image.mode!r}; expected a "
+                              f"single-channel (palette or greyscale) PNG.")
+    label = np.asarray(image)
+    if label.max(initial=0) > 255:
+        raise ConversionError(f"Label {path} has values above 255 "
+                              f"(max {int(label.max())}).")
+    return label.astype(np.uint8)
+
+
+def convert_example(source: SourceExample, num_classes: int, ignore_label: int = 255,
+                    label_lut: Optional[np.ndarray] = None):
+    """Reads, maps and checks one pair and returns its ``tf.train.Example``.
+
+    Raises:
+        FileNotFoundError: Naming a missing file.
+        ConversionError: Naming the file on a size mismatch or an unreadable file.
+        tfrecord.RecordError: Naming the label file on out-of-range label values.
+    """
+    image_bytes, image_format, size = read_image(source.image_path)
+    label = read_label(source.label_path)
+    if label_lut is not None:
+        label = label_lut[label]
+    if label.shape != size:
+        raise ConversionError(f"Image {source.image_path} is {size[0]}x{size[1]} but its "
+                              f"label {source.label_path} is "
+                              f"{label.shape[0]}x{label.shape[1]}.")
+    tfrecord.check_label_array(label, num_classes, ignore_label, f"Label {source.label_path}")
+    return tfrecord.make_example(image_bytes, tfrecord.encode_png(label), source.name,
+                                 size[0], size[1], image_format=image_format)
+
+
+# ---------------------------------------------------------------------------------------
+# Whole datasets
+# ---------------------------------------------------------------------------------------
+def _num_classes(converter: Converter, num_classes: Optional[int]) -> int:
+    if converter.dataset is not None:
+        known = datasets.get_dataset_info(converter.dataset).num_classes
+        if num_classes not in (None, known):
+            raise ValueError(f"Layout {converter.name!r} has {known} classes, "
+                             f"not {num_classes}.")
+        return known
+    if not num_classes:
+        raise ValueError(f"Layout {converter.name!r} needs num_classes.")
+    return num_classes
+
+
+def _write_split(sources: Sequence[SourceExample], tmp_dir: str, split: str,
+                 num_shards: int, num_classes: int, ignore_label: int,
+                 label_lut: Optional[np.ndarray]) -> List[str]:
+    with tfrecord.ShardedRecordWriter(tmp_dir, split, num_shards) as writer:
+        for source in sources:
+            writer.write(convert_example(source, num_classes, ignore_label, label_lut))
+    return [os.path.basename(path) for path in writer.paths]
+
+
+def build_tfrecords(dataset: str, root: str, output_dir: str, *,
+                    splits: Optional[Sequence[str]] = None, num_shards: int = 4,
+                    num_classes: Optional[int] = None, ignore_label: int = 255,
+                    verify: bool = True) -> Dict[str, List[str]]:
+    """Converts a dataset layout into ``{split}-NNNNN-of-MMMMM.tfrecord`` shards.
+
+    Args:
+        dataset: Converter name (see :func:`list_converters`).
+        root: Root folder of the raw dataset.
+        output_dir: Destination of the shards (created if missing).
+        splits: Splits to convert; defaults to the converter's.
+        num_shards: Shards per split.
+        num_classes: Needed by ``generic``; checked against the registry otherwise.
+        ignore_label: Label value kept as "ignore".
+        verify: Re-read every written record with
+            :func:`~nasseg_tf.data.tfrecord.validate_records` before installing.
+
+    Returns:
+        ``{split: [shard paths]}``.
+
+    Raises:
+        ValueError: Unknown layout or split, or a bad file (message names it).
+        FileNotFoundError: A missing directory or file (message names it).
+    """
+    converter = get_converter(dataset)
+    num_classes = _num_classes(converter, num_classes)
+    splits = tuple(splits or converter.default_splits)
+    sources = {split: _nonempty(converter.list_examples(root, split), root, split)
+               for split in splits}
+    created = not os.path.isdir(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(prefix=".build_data-", dir=output_dir)
+    try:
+        files = {split: _write_split(sources[split], tmp_dir, split, num_shards,
+                                     num_classes, ignore_label, converter.label_lut)
+                 for split in splits}
+        if verify:
+            tfrecord.validate_records(os.path.join(tmp_dir, "*" + tfrecord.TFRECORD_SUFFIX),
+                                      num_classes, ignore_label)
+        installed = tfrecord.install_shards(tmp_dir, output_dir, files)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if created and not os.listdir(output_dir):
+            os.rmdir(output_dir)
+    return installed
+
+
+def _nonempty(sources: List[SourceExample], root: str, split: str) -> List[SourceExample]:
+    if not sources:
+        raise FileNotFoundError(f"No images found for split {split!r} under {root}.")
+    return sources

@@ -1,0 +1,3 @@
+"""Export of trained models for serving."""
+
+from nasseg_tf.export.saved_model import export_saved_model, load_serving

@@ -1,0 +1,6 @@
+"""Thin wrapper: same as the `nasseg-zoo` console script."""
+
+from nasseg_tf.cli.zoo import run
+
+if __name__ == "__main__":
+    run()
