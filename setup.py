@@ -41,6 +41,9 @@ setuptools.setup(
             "nasseg-export=nasseg_tf.cli.export:run",
             "nasseg-demo=nasseg_tf.cli.demo:run",
             "nasseg-build-data=nasseg_tf.cli.build_data:run",
+            "nasseg-train=nasseg_tf.cli.train:run",
+            "nasseg-eval=nasseg_tf.cli.eval:run",
+            "nasseg-predict=nasseg_tf.cli.predict:run",
         ]
     },
 )

@@ -197,8 +197,8 @@ def build_dataset(file_pattern: Union[str, Sequence[str]], *, num_classes: int,
                   shuffle_buffer: int = 256, seed: Optional[int] = None,
                   repeat: Optional[bool] = None, drop_remainder: Optional[bool] = None,
                   check_files: bool = True, cycle_length: int = 4,
-                  input_context: Optional[tf.distribute.InputContext] = None
-                  ) -> tf.data.Dataset:
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  start_batch: int = 0) -> tf.data.Dataset:
     """Builds the training or evaluation pipeline over DeepLab TFRecords.
 
     Args:
@@ -230,6 +230,9 @@ def build_dataset(file_pattern: Union[str, Sequence[str]], *, num_classes: int,
             pipeline reads only its share of the data (whole files when there are
             enough, else every n-th record) with its own seed. ``batch_size`` is then
             the per-replica batch size.
+        start_batch: Training only: start the stream at this batch, exactly where an
+            uninterrupted run with the same seed would be (the training loop resumes
+            with it). Skipped records are read but not decoded.
 
     Returns:
         A ``tf.data.Dataset`` of ``(image float32 [B, h, w, 3], label int32 [B, h, w])``.
@@ -259,8 +262,11 @@ def build_dataset(file_pattern: Union[str, Sequence[str]], *, num_classes: int,
     if training:
         transform = _make_train_fn(num_classes, ignore_label, seed, crop_size, min_scale,
                                    max_scale, scale_step, base_scale, flip)
-        dataset = dataset.enumerate().map(transform, num_parallel_calls=tf.data.AUTOTUNE,
-                                          deterministic=True)
+        dataset = dataset.enumerate()
+        if start_batch:
+            dataset = dataset.skip(int(start_batch) * batch_size)
+        dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=True)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     else:
         transform = _make_eval_fn(num_classes, ignore_label, base_scale, eval_pad_size)

@@ -1,3 +1,4 @@
 """Export of trained models for serving."""
 
-from nasseg_tf.export.saved_model import export_saved_model, load_serving
+from nasseg_tf.export.saved_model import (dataset_metadata, export_saved_model,
+                                          load_metadata, load_serving)

@@ -14,6 +14,7 @@ place, so an interrupted export never leaves a half-written model behind.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -70,13 +71,19 @@ def _serving_module(model):
     return module
 
 
-def export_saved_model(model, export_dir, overwrite=True):
+METADATA_FILE = "nasseg_metadata.json"
+
+
+def export_saved_model(model, export_dir, overwrite=True, metadata=None):
     """Exports ``model`` (raw pixels → logits) as a serving SavedModel.
 
     Args:
       model: a zoo ``keras.Model`` taking float pixels in [0, 255].
       export_dir: destination folder (created; replaced when ``overwrite``).
       overwrite: replace an existing export; otherwise raise ``FileExistsError``.
+      metadata: optional JSON-able dict (dataset name, class names, palette) written to
+        ``export_dir/nasseg_metadata.json`` so serving and ``nasseg-predict`` can
+        draw the classes.
 
     Returns:
       ``export_dir``.
@@ -103,6 +110,10 @@ def export_saved_model(model, export_dir, overwrite=True):
         with _quiet_absl():
             tf.saved_model.save(module, os.path.join(staging, "model"),
                                 signatures=signatures, options=options)
+        if metadata is not None:
+            with open(os.path.join(staging, "model", METADATA_FILE), "w",
+                      encoding="utf-8") as f:
+                json.dump(metadata, f, indent=2)
         old = None
         if os.path.exists(export_dir):
             old = export_dir + f".old-{os.getpid()}"
@@ -120,3 +131,19 @@ def load_serving(export_dir):
     if not os.path.isdir(export_dir):
         raise FileNotFoundError(f"no SavedModel at {export_dir}")
     return tf.saved_model.load(export_dir)
+
+
+def load_metadata(export_dir):
+    """The export's metadata dict, or None when it has none."""
+    path = os.path.join(export_dir, METADATA_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def dataset_metadata(info, model_name=""):
+    """Metadata for :func:`export_saved_model` from a ``DatasetInfo``."""
+    return {"model": model_name, "dataset": info.name, "num_classes": info.num_classes,
+            "ignore_label": info.ignore_label, "class_names": list(info.class_names),
+            "palette": [list(c) for c in info.palette]}

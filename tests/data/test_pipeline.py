@@ -193,3 +193,17 @@ def test_input_pipelines_read_disjoint_shares_of_the_records(records):
     assert len(first) == len(second) == 3
     every = [pair[0][0, 0].astype(np.float32).tolist() for pair in records[1]]
     assert sorted(first + second) == sorted(every)
+
+
+def test_start_batch_resumes_the_stream_exactly(tmp_path):
+    from nasseg_tf.data import build_dataset, ensure_demo_dataset
+    patterns = ensure_demo_dataset(str(tmp_path), num_train=6, num_val=2, height=32,
+                                   width=32)
+    kwargs = dict(num_classes=8, training=True, batch_size=2, crop_size=(24, 24), seed=3,
+                  shuffle_buffer=4)
+    full = [b for b, _ in zip(build_dataset(patterns["train"], **kwargs), range(7))]
+    resumed = [b for b, _ in zip(build_dataset(patterns["train"], start_batch=4, **kwargs),
+                                 range(3))]
+    for (image_a, label_a), (image_b, label_b) in zip(full[4:], resumed):
+        np.testing.assert_array_equal(image_a.numpy(), image_b.numpy())
+        np.testing.assert_array_equal(label_a.numpy(), label_b.numpy())

@@ -1,0 +1,56 @@
+"""``nasseg-eval``: evaluate a training run's checkpoint (mIoU, per-class IoU, accuracy).
+
+Usage:
+    nasseg-eval --model_dir=runs/adl_s
+    nasseg-eval --model_dir=runs/adl_s --gin_bindings="Evaluation.scales = (0.75, 1.0, 1.25)" \
+        --gin_bindings="Evaluation.flip = True"
+
+The run's own config.gin is read first; --gin_file / --gin_bindings apply on top.
+Results go to --model_dir/eval_results.json, pictures to --model_dir/pictures/.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+from nasseg_tf.cli import common, flags_common
+
+
+def define_flags(flag_values=flags.FLAGS):
+    flags_common.define_gin_flags(flag_values)
+    flags.DEFINE_string("checkpoint", None, "A checkpoint path (default: the latest).",
+                        flag_values=flag_values)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from nasseg_tf.train import experiment  # pylint: disable=import-outside-toplevel
+
+    FLAGS = flags.FLAGS
+    try:
+        run_config = os.path.join(FLAGS.model_dir, "config.gin")
+        if not os.path.exists(run_config):
+            raise FileNotFoundError(f"{run_config} not found: is --model_dir a training run?")
+        experiment.parse_gin([run_config] + FLAGS.gin_file, FLAGS.gin_bindings)
+        results = experiment.evaluate_model_dir(FLAGS.model_dir, FLAGS.checkpoint)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"nasseg-eval: error: {e}", file=sys.stderr)
+        return 2
+    summary = {k: results[k] for k in ("miou", "pixel_accuracy", "num_images", "step")
+               if k in results}
+    print(json.dumps(summary))
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    common.setup(__doc__)
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,49 @@
+"""``nasseg-train``: train a zoo model with a gin-configured recipe.
+
+Usage:
+    nasseg-train --gin_file=gin/train/autodeeplab_s_cityscapes.gin --model_dir=runs/adl_s
+    nasseg-train --gin_file=gin/demo/train_demo.gin --model_dir=runs/demo \
+        --gin_bindings="Training.steps = 100" \
+        --gin_bindings="Model.overrides = {'genotype': 'runs/search/genotype.json'}"
+
+Rerunning the same command resumes from the latest checkpoint in --model_dir. The run
+writes command_line.txt, config.gin, operative_config.gin, checkpoints/, train/
+(TensorBoard), eval_results.json, pictures/ and model.keras into --model_dir.
+"""
+
+import sys
+
+from absl import app, flags
+
+from nasseg_tf.cli import common, flags_common
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from nasseg_tf.train import experiment  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.train.loop import NonFiniteLossError  # pylint: disable=import-outside-toplevel
+
+    FLAGS = flags.FLAGS
+    try:
+        experiment.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+        out = experiment.train(FLAGS.model_dir, argv=sys.argv)
+    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+        print(f"nasseg-train: error: {e}", file=sys.stderr)
+        return 2
+    metrics = out["metrics"]
+    line = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                     if isinstance(v, float))
+    print(f"nasseg-train: done at step {metrics.get('step')}: {line}")
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    common.setup(__doc__)
+    flags_common.define_gin_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

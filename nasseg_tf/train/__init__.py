@@ -1,0 +1,1 @@
+"""Training: the one tf.distribute loop, losses, metrics, evaluation."""

@@ -1,0 +1,308 @@
+"""Gin-configured experiments: train, evaluate and predict with zoo models.
+
+A gin file sets four groups (see ``gin/``)::
+
+    Model.name = 'autodeeplab_s'           # any zoo name; Model.overrides = {...}
+    Data.dataset = 'cityscapes'            # registry name (classes, ignore label)
+    Data.train_pattern = '/data/cs/train-*.tfrecord'
+    Training.steps = 1500000               # + batch, crop, LR schedule, strategy ...
+    Evaluation.scales = (1.0,)             # + flip, max_images ...
+
+``Data.dataset = 'demo'`` with no patterns generates the procedural demo dataset on
+first use. Every run writes into its model_dir: ``command_line.txt``, ``config.gin``
+(the full configuration, enough to rebuild the model) and ``operative_config.gin``
+(what was actually used), checkpoints, TensorBoard summaries, ``eval_results.json``
+and prediction pictures. All files are written atomically.
+"""
+
+import dataclasses
+import json
+import os
+import shlex
+import sys
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nasseg_tf.data import build_dataset, ensure_demo_dataset, get_dataset_info
+from nasseg_tf.models import zoo
+from nasseg_tf.train import strategies
+from nasseg_tf.train.checkpointing import variables_by_path
+from nasseg_tf.train.loop import TrainLoop
+from nasseg_tf.train.segmentation import SegmentationTask, make_learning_rate
+
+
+# --------------------------------------------------------------------------------------
+# Configuration groups.
+
+
+@gin.configurable("Model")
+def build_model(num_classes, name=gin.REQUIRED, overrides=None):
+    """The zoo model ``name`` with ``overrides`` (e.g. ``{'genotype': 'g.json'}``)."""
+    return zoo.build(name, num_classes=num_classes, **dict(overrides or {}))
+
+
+@gin.configurable("Data")
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the data is. ``dataset`` names the registry entry (classes, palette).
+
+    For ``demo`` without patterns the demo dataset is generated into ``data_dir``
+    (default: ``<model_dir>/../demo_data``) with the ``demo_*`` settings.
+    """
+
+    dataset: str = "demo"
+    train_pattern: str = None
+    eval_pattern: str = None
+    data_dir: str = None
+    demo_num_train: int = 200
+    demo_num_val: int = 50
+    demo_size: tuple = (128, 128)
+    demo_seed: int = 0
+
+    def resolve(self, model_dir):
+        """``(DatasetInfo, train_pattern, eval_pattern)``; generates demo data if needed."""
+        info = get_dataset_info(self.dataset)
+        train, evaluation = self.train_pattern, self.eval_pattern
+        if self.dataset == "demo" and not (train and evaluation):
+            data_dir = self.data_dir or os.path.join(
+                os.path.dirname(os.path.abspath(model_dir)), "demo_data")
+            patterns = ensure_demo_dataset(
+                data_dir, num_train=self.demo_num_train, num_val=self.demo_num_val,
+                height=self.demo_size[0], width=self.demo_size[1], seed=self.demo_seed)
+            train, evaluation = train or patterns["train"], evaluation or patterns["val"]
+        if not train:
+            raise ValueError(f"Data.train_pattern is not set for dataset {self.dataset!r}")
+        return info, train, evaluation
+
+
+@gin.configurable("Training")
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe. Defaults follow DeepLab (poly LR, momentum 0.9, wd 4e-5).
+
+    ``batch_size`` is the global batch (split over replicas).
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    crop_size: tuple = (513, 513)
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    scale_step: float = 0.25
+    base_scale: float = 1.0
+    shuffle_buffer: int = 256
+    learning_rate: float = 0.007
+    schedule: str = "poly"
+    power: float = 0.9
+    end_learning_rate: float = 0.0
+    warmup_steps: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    strategy: str = "default"
+    num_cpu_devices: int = 2
+    mixed_precision: str = None  # None, 'mixed_float16' or 'mixed_bfloat16'
+    checkpoint_every: int = 500
+    summary_every: int = 50
+    eval_every: int = 0
+    max_to_keep: int = 3
+    seed: int = 0
+    deterministic: bool = False
+
+
+@gin.configurable("Evaluation")
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation settings: multi-scale + flip inference, how many images, pictures."""
+
+    scales: tuple = (1.0,)
+    flip: bool = False
+    max_images: int = None
+    num_pictures: int = 4
+
+
+# --------------------------------------------------------------------------------------
+# Files in the model dir.
+
+
+def _atomic_write(path, text):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def parse_gin(gin_files=(), gin_bindings=(), finalize=True):
+    """Parses gin files and bindings; errors name the bad binding or file."""
+    gin.clear_config()
+    for path in gin_files:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"gin file not found: {path}")
+        # Let `include` lines resolve relative to the file and to its parents.
+        folder = os.path.dirname(os.path.abspath(path))
+        for _ in range(3):
+            gin.add_config_file_search_path(folder)
+            folder = os.path.dirname(folder)
+    try:
+        gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
+                                            finalize_config=finalize)
+    except (ValueError, KeyError, SyntaxError, TypeError) as e:
+        raise ValueError(f"bad gin configuration: {e}") from None
+
+
+def write_run_files(model_dir, argv=None):
+    """Saves the command line and the full gin configuration into ``model_dir``."""
+    argv = sys.argv if argv is None else argv
+    _atomic_write(os.path.join(model_dir, "command_line.txt"), shlex.join(argv) + "\n")
+    _atomic_write(os.path.join(model_dir, "config.gin"), gin.config_str())
+
+
+def write_operative_config(model_dir):
+    _atomic_write(os.path.join(model_dir, "operative_config.gin"),
+                  gin.operative_config_str())
+
+
+def write_json(path, obj):
+    _atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------------------
+# Train.
+
+
+def _train_input_fn(info, pattern, cfg):
+    def input_fn(ctx, start_batch):
+        per_replica = ctx.get_per_replica_batch_size(cfg.batch_size)
+        return build_dataset(
+            pattern, num_classes=info.num_classes, ignore_label=info.ignore_label,
+            training=True, batch_size=per_replica, crop_size=tuple(cfg.crop_size),
+            min_scale=cfg.min_scale, max_scale=cfg.max_scale, scale_step=cfg.scale_step,
+            base_scale=cfg.base_scale, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+            input_context=ctx, start_batch=start_batch)
+    return input_fn
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in ("chief", None) or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def train(model_dir, progress=True, argv=None):
+    """Trains the gin-configured model; returns a dict of final metrics.
+
+    Resumes automatically from the latest checkpoint in ``model_dir``.
+    """
+    cfg, data, eval_cfg = TrainConfig(), DataConfig(), EvalConfig()
+    os.makedirs(model_dir, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy(cfg.mixed_precision)
+    strategy = strategies.make_strategy(cfg.strategy, num_cpu_devices=cfg.num_cpu_devices)
+    chief = _is_chief(strategy)
+    info, train_pattern, eval_pattern = data.resolve(model_dir)
+    if chief:
+        write_run_files(model_dir, argv)
+
+    learning_rate = make_learning_rate(cfg.schedule, cfg.learning_rate, cfg.steps,
+                                       cfg.end_learning_rate, cfg.power, cfg.warmup_steps)
+    task = SegmentationTask(
+        model_fn=lambda: build_model(info.num_classes),
+        input_fn=_train_input_fn(info, train_pattern, cfg),
+        learning_rate=learning_rate, momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay, ignore_label=info.ignore_label,
+        loss_scale=cfg.mixed_precision == "mixed_float16")
+
+    def eval_fn(step):
+        results = run_evaluation(task.model, info, eval_pattern, eval_cfg, model_dir,
+                                 step=step, progress=False)
+        return {"miou": results["miou"], "pixel_accuracy": results["pixel_accuracy"]}
+
+    loop = TrainLoop(task, strategy, model_dir, cfg.steps,
+                     checkpoint_every=cfg.checkpoint_every,
+                     summary_every=cfg.summary_every,
+                     eval_fn=eval_fn if (eval_pattern and chief) else None,
+                     eval_every=cfg.eval_every, max_to_keep=cfg.max_to_keep,
+                     progress=progress, is_chief=chief)
+    metrics = loop.run()
+    if chief:
+        write_operative_config(model_dir)
+        save_keras_model(task.model, os.path.join(model_dir, "model.keras"))
+    return {"metrics": metrics, "model": task.model, "loop": loop}
+
+
+def save_keras_model(model, path):
+    """Saves a ``.keras`` file atomically."""
+    tmp = f"{path}.tmp-{os.getpid()}.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------
+# Evaluate / restore.
+
+
+def restore_model(model_dir, checkpoint=None):
+    """Rebuilds the model from ``model_dir/config.gin`` and restores its weights.
+
+    Args:
+      model_dir: a training run's folder.
+      checkpoint: a checkpoint path; default the latest in ``model_dir/checkpoints``.
+    Returns:
+      ``(model, DatasetInfo, step)``.
+    """
+    config = os.path.join(model_dir, "config.gin")
+    if not os.path.exists(config):
+        raise FileNotFoundError(f"{config} not found: is {model_dir} a training run?")
+    checkpoint = checkpoint or tf.train.latest_checkpoint(
+        os.path.join(model_dir, "checkpoints"))
+    if checkpoint is None:
+        raise FileNotFoundError(f"no checkpoint in {model_dir}/checkpoints")
+    info = get_dataset_info(DataConfig().dataset)
+    model = build_model(info.num_classes)
+    step = tf.Variable(0, dtype=tf.int64)
+    ckpt = tf.train.Checkpoint(model=variables_by_path(model.variables), step=step)
+    ckpt.restore(checkpoint).expect_partial().assert_existing_objects_matched()
+    return model, info, int(step.numpy())
+
+
+def run_evaluation(model, info, eval_pattern, eval_cfg, model_dir, step=None,
+                   progress=True):
+    """Evaluates ``model`` on ``eval_pattern``; writes JSON results and pictures."""
+    from nasseg_tf.train import evaluation  # pylint: disable=import-outside-toplevel
+
+    if not eval_pattern:
+        raise ValueError("Data.eval_pattern is not set")
+    dataset = build_dataset(eval_pattern, num_classes=info.num_classes,
+                            ignore_label=info.ignore_label, training=False)
+    results = evaluation.evaluate(
+        model, dataset, info.num_classes, ignore_label=info.ignore_label,
+        class_names=info.class_names, scales=tuple(eval_cfg.scales), flip=eval_cfg.flip,
+        max_images=eval_cfg.max_images, progress=progress)
+    results["step"] = step
+    write_json(os.path.join(model_dir, "eval_results.json"), results)
+    pictures = os.path.join(model_dir, "pictures")
+    for i, (image, label) in enumerate(dataset.take(eval_cfg.num_pictures)):
+        probs = evaluation.predict_logits(model, image, tuple(eval_cfg.scales),
+                                          eval_cfg.flip)
+        pred = np.argmax(np.asarray(probs)[0], -1)
+        evaluation.save_prediction_pictures(
+            np.asarray(image[0]).astype(np.uint8), np.asarray(label[0]), pred, info,
+            os.path.join(pictures, f"val_{i:03d}.png"))
+    return results
+
+
+def evaluate_model_dir(model_dir, checkpoint=None, progress=True):
+    """Evaluates a run's checkpoint with the gin-configured data and settings."""
+    model, info, step = restore_model(model_dir, checkpoint)
+    _, _, eval_pattern = DataConfig().resolve(model_dir)
+    return run_evaluation(model, info, eval_pattern, EvalConfig(), model_dir, step=step,
+                          progress=progress)

@@ -1,0 +1,195 @@
+"""The one training loop: ``tf.function`` + ``strategy.run``, for retraining and search.
+
+Keras ``fit`` is not used: under ``MultiWorkerMirroredStrategy`` it fails with Keras 3
+(keras-team/keras#20585), and the Auto-DeepLab search needs two optimizers and two data
+streams per step. A :class:`Task` says what one step does; :class:`TrainLoop` does the
+rest, the same way for every task:
+
+* builds the task inside the strategy scope, restores the latest checkpoint (weights,
+  optimizer slots, step, anything the task tracks) and resumes the input streams at
+  the restored step, so a killed run continues exactly where it was;
+* runs compiled steps, fetching the step's metrics to the host to check them: a
+  non-finite loss stops the run with the last good checkpoint untouched;
+* saves checkpoints every ``checkpoint_every`` steps and at the end (TensorFlow writes
+  the data files first and then atomically replaces the ``checkpoint`` index, so a kill
+  mid-save leaves the previous checkpoint current);
+* writes TensorBoard scalars (the task's metrics, learning rate, steps/s) and shows a
+  progress bar with the same figures;
+* calls an optional ``eval_fn(step)`` every ``eval_every`` steps and at the end.
+"""
+
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the last good checkpoint."""
+
+
+class Task:
+    """What the loop trains. Subclasses implement every method below.
+
+    ``build`` runs inside ``strategy.scope()``; ``train_step`` runs inside
+    ``strategy.run`` (one call per replica) and returns a dict of scalar tensors that
+    the loop averages over replicas (it must contain ``loss``).
+    """
+
+    def build(self):
+        raise NotImplementedError
+
+    def checkpoint_items(self):
+        """Trackables to checkpoint, e.g. ``{"model": ..., "optimizer": ...}``."""
+        raise NotImplementedError
+
+    def make_inputs(self, strategy, start_step):
+        """Distributed datasets (a tuple) positioned at ``start_step``."""
+        raise NotImplementedError
+
+    def train_step(self, step, *batches):
+        raise NotImplementedError
+
+    def learning_rates(self, step):
+        """``{name: float}`` learning rates at ``step`` (for display and summaries)."""
+        return {}
+
+
+class TrainLoop:
+    """Runs a :class:`Task` for ``total_steps`` steps under ``strategy``.
+
+    Args:
+      task: the :class:`Task`.
+      strategy: a ``tf.distribute.Strategy``.
+      model_dir: checkpoints go to ``model_dir/checkpoints``, summaries to
+        ``model_dir/train``.
+      total_steps: the step count at which training ends (a resumed run trains the rest).
+      checkpoint_every: steps between checkpoints (0 = only at the end).
+      summary_every: steps between TensorBoard scalar summaries.
+      eval_fn: optional ``callable(step) -> dict`` run every ``eval_every`` steps and
+        at the end; its float values go to TensorBoard under ``eval/``.
+      max_to_keep: checkpoints kept.
+      progress: show a progress bar.
+      is_chief: only the chief writes summaries and keeps checkpoints (other workers
+        write to a scratch folder, as multi-worker checkpointing requires).
+    """
+
+    def __init__(self, task, strategy, model_dir, total_steps, checkpoint_every=500,
+                 summary_every=50, eval_fn=None, eval_every=0, max_to_keep=3,
+                 progress=True, is_chief=True):
+        self.task = task
+        self.strategy = strategy
+        self.model_dir = model_dir
+        self.total_steps = int(total_steps)
+        self.checkpoint_every = int(checkpoint_every)
+        self.summary_every = max(1, int(summary_every))
+        self.eval_fn = eval_fn
+        self.eval_every = int(eval_every)
+        self.max_to_keep = int(max_to_keep)
+        self.progress = progress
+        self.is_chief = is_chief
+        self.history = []
+
+    # ------------------------------------------------------------------------------
+    def _checkpoint_dir(self):
+        if self.is_chief:
+            return os.path.join(self.model_dir, "checkpoints")
+        worker = self.strategy.cluster_resolver.task_id
+        return os.path.join(self.model_dir, "checkpoints_workers", f"worker_{worker}")
+
+    def _setup(self):
+        with self.strategy.scope():
+            self.task.build()
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self.checkpoint = tf.train.Checkpoint(step=self.step, **self.task.checkpoint_items())
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self._checkpoint_dir(), max_to_keep=self.max_to_keep)
+        self.restored_from = self.manager.restore_or_initialize()
+        start = int(self.step.numpy())
+        if start > self.total_steps:
+            raise ValueError(f"the checkpoint in {self.manager.directory} is at step "
+                             f"{start}, past total_steps={self.total_steps}")
+        return start
+
+    def _compile_step(self, iterators):
+        task, strategy, step_var = self.task, self.strategy, self.step
+
+        @tf.function
+        def train_step():
+            batches = tuple(next(it) for it in iterators)
+            outputs = strategy.run(task.train_step, args=(step_var,) + batches)
+            step_var.assign_add(1)
+            return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                    for k, v in outputs.items()}
+
+        return train_step
+
+    def _save(self, step):
+        path = self.manager.save(checkpoint_number=step)
+        return path
+
+    # ------------------------------------------------------------------------------
+    def run(self):
+        """Trains to ``total_steps``; returns the last step's metrics (floats)."""
+        start = self._setup()
+        writer = (tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
+                  if self.is_chief else tf.summary.create_noop_writer())
+        if start == self.total_steps:
+            return {"step": start, "resumed_from": self.restored_from}
+        inputs = self.task.make_inputs(self.strategy, start)
+        iterators = tuple(iter(d) for d in inputs)
+        train_step = self._compile_step(iterators)
+        bar = (keras.utils.Progbar(self.total_steps, unit_name="step",
+                                   stateful_metrics=["lr", "steps/s"])
+               if self.progress and self.is_chief else None)
+        if bar is not None and start:
+            bar.update(start)
+        last_good = self.manager.latest_checkpoint
+        metrics = {}
+        tic = time.perf_counter()
+        first_call = True
+        for step in range(start + 1, self.total_steps + 1):
+            t0 = time.perf_counter()
+            metrics = {k: float(v) for k, v in train_step().items()}
+            elapsed = time.perf_counter() - t0
+            if first_call:
+                metrics["first_call_seconds"] = elapsed
+                first_call = False
+            bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+            if bad:
+                raise NonFiniteLossError(
+                    f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step "
+                    f"{step}; training stopped. The last good checkpoint is "
+                    f"{last_good or 'none (no checkpoint was written yet)'}; fix the cause "
+                    "(learning rate, data) and rerun the same command to resume from it.")
+            rates = self.task.learning_rates(step - 1)
+            steps_per_sec = 1.0 / max(elapsed, 1e-9)
+            if bar is not None:
+                bar.update(step, values=[(k, v) for k, v in metrics.items()
+                                         if k != "first_call_seconds"]
+                           + [(k, v) for k, v in rates.items()]
+                           + [("steps/s", steps_per_sec)])
+            if step % self.summary_every == 0 or step == self.total_steps:
+                with writer.as_default(step=step):
+                    for k, v in {**metrics, **rates}.items():
+                        tf.summary.scalar(f"train/{k}", v)
+                    tf.summary.scalar("train/steps_per_sec", steps_per_sec)
+            self.history.append({"step": step, **metrics})
+            is_last = step == self.total_steps
+            if is_last or (self.checkpoint_every and step % self.checkpoint_every == 0):
+                last_good = self._save(step)
+            if self.eval_fn is not None and (is_last or (
+                    self.eval_every and step % self.eval_every == 0)):
+                scores = self.eval_fn(step)
+                with writer.as_default(step=step):
+                    for k, v in scores.items():
+                        if isinstance(v, (int, float)) and not isinstance(v, bool):
+                            tf.summary.scalar(f"eval/{k}", v)
+                metrics.update({f"eval_{k}": v for k, v in scores.items()
+                                if isinstance(v, (int, float))})
+        writer.flush()
+        metrics["step"] = self.total_steps
+        metrics["seconds"] = time.perf_counter() - tic
+        return metrics
