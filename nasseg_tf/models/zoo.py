@@ -16,6 +16,7 @@ from nasseg_tf.layers.common import BN_EPSILON, BN_MOMENTUM
 from nasseg_tf.layers.heads import ASPP, DeepLabV3PlusDecoder
 from nasseg_tf.models.autodeeplab import autodeeplab_backbone
 from nasseg_tf.models.segmenter import build_segmenter
+from nasseg_tf.search_space.genotypes import NetworkGenotype, load_genotype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,15 +72,19 @@ def build_autodeeplab(num_classes, name="autodeeplab", genotype="autodeeplab_cit
                       filter_multiplier=20, aspp_filters=256, aspp_rates=(12, 24, 36),
                       aspp_separable=False, decoder=True, decoder_filters=256,
                       decoder_separable=False, low_level_cell=2, dropout_rate=0.1,
-                      bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON):
+                      bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, path=None):
     """Auto-DeepLab: derived backbone + ASPP + DeepLabv3+ decoder (SPEC §2.5).
 
     Regular (not separable) convs in ASPP and decoder reproduce the paper's parameter
     counts (Table 2); the ASPP rates are not stated in the paper — (12, 24, 36) is the
     DeepLab convention at output stride 8. ``bn_momentum`` defaults to the official
     0.9997, which suits 1.5M-step training; short runs (the demo) need a smaller one
-    for the moving statistics to settle.
+    for the moving statistics to settle. ``path`` replaces the genotype's network path
+    (a list of levels), e.g. a shallower network for tests.
     """
+    genotype = load_genotype(genotype)
+    if path is not None:  # the genotype's cell on another network path
+        genotype = NetworkGenotype(genotype.cell, tuple(path), genotype.name).validate()
     bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
     context = ASPP(aspp_filters, aspp_rates, separable=aspp_separable,
                    dropout_rate=dropout_rate, name="context", **bn)

@@ -1,0 +1,129 @@
+"""Gin experiments end to end on tiny settings: train, files, eval/predict CLIs, bad data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from nasseg_tf.data import ensure_demo_dataset, example_from_arrays, write_sharded
+from nasseg_tf.export import dataset_metadata, export_saved_model
+from nasseg_tf.train import experiment
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = os.path.join(REPO, "gin", "test", "tiny.gin")
+
+
+def _env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("demo_data"))
+    ensure_demo_dataset(path, num_train=8, num_val=2, height=40, width=40, seed=0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_dir):
+    model_dir = str(tmp_path_factory.mktemp("run") / "model")
+    experiment.parse_gin([TINY], [f"Data.data_dir = '{data_dir}'"])
+    out = experiment.train(model_dir, progress=False, argv=["nasseg-train", "--tiny"])
+    return model_dir, out
+
+
+def test_training_writes_every_run_file(tiny_run):
+    model_dir, out = tiny_run
+    for name in ("command_line.txt", "config.gin", "operative_config.gin",
+                 "eval_results.json", "model.keras"):
+        assert os.path.exists(os.path.join(model_dir, name)), name
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith(
+        "ckpt-6")
+    assert os.listdir(os.path.join(model_dir, "train"))  # TensorBoard events
+    assert os.listdir(os.path.join(model_dir, "pictures"))
+    assert "Training.steps = 6" in open(os.path.join(model_dir, "operative_config.gin")).read()
+    assert out["metrics"]["step"] == 6
+    losses = [h["loss"] for h in out["loop"].history]
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    results = json.load(open(os.path.join(model_dir, "eval_results.json")))
+    assert 0.0 <= results["miou"] <= 1.0 and results["num_images"] == 2
+
+
+def test_rerunning_a_finished_run_trains_nothing(tiny_run, data_dir):
+    model_dir, _ = tiny_run
+    experiment.parse_gin([TINY], [f"Data.data_dir = '{data_dir}'"])
+    out = experiment.train(model_dir, progress=False)
+    assert out["metrics"]["step"] == 6 and out["loop"].history == []
+
+
+def test_eval_cli_reports_miou(tiny_run):
+    model_dir, _ = tiny_run
+    result = subprocess.run([sys.executable, "-m", "nasseg_tf.cli.eval",
+                             f"--model_dir={model_dir}",
+                             "--gin_bindings=Evaluation.flip = True"],
+                            capture_output=True, text=True, env=_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 6 and 0 <= summary["miou"] <= 1
+
+
+def test_predict_from_checkpoint_and_from_saved_model_agree(tiny_run, tmp_path):
+    model_dir, out = tiny_run
+    image = np.random.default_rng(0).integers(0, 256, (37, 45, 3)).astype("uint8")
+    Image.fromarray(image).save(tmp_path / "street.png")
+    export = str(tmp_path / "export")
+    from nasseg_tf.data import get_dataset_info  # pylint: disable=import-outside-toplevel
+    export_saved_model(out["model"], export,
+                       metadata=dataset_metadata(get_dataset_info("demo")))
+    outputs = {}
+    for source, flag in (("ckpt", f"--model_dir={model_dir}"),
+                         ("saved", f"--saved_model={export}")):
+        folder = tmp_path / source
+        result = subprocess.run([sys.executable, "-m", "nasseg_tf.cli.predict", flag,
+                                 f"--images={tmp_path / 'street.png'}",
+                                 f"--output_dir={folder}"],
+                                capture_output=True, text=True, env=_env(), timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs[source] = np.asarray(Image.open(folder / "street_label.png"))
+        assert np.asarray(Image.open(folder / "street_overlay.png")).shape == (37, 45, 3)
+    np.testing.assert_array_equal(outputs["ckpt"], outputs["saved"])
+
+
+def test_train_cli_reports_a_bad_binding(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "nasseg_tf.cli.train",
+                             f"--gin_file={TINY}", f"--model_dir={tmp_path}",
+                             "--gin_bindings=Training.stepz = 3"],
+                            capture_output=True, text=True, env=_env(), timeout=300)
+    assert result.returncode == 2 and "stepz" in result.stderr
+
+
+def test_unknown_dataset_is_named(tmp_path):
+    experiment.parse_gin([TINY], ["Data.dataset = 'kitti'"])
+    with pytest.raises(ValueError, match="kitti.*cityscapes"):
+        experiment.train(str(tmp_path), progress=False)
+
+
+def test_out_of_range_label_names_the_record_and_writes_no_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    examples = []
+    for i in range(4):
+        label = rng.integers(0, 8, (40, 40)).astype("uint8")
+        if i == 2:
+            label[5, 5] = 9  # demo has 8 classes
+        examples.append(example_from_arrays(
+            rng.integers(0, 256, (40, 40, 3)).astype("uint8"), label, f"frame_{i}.png"))
+    write_sharded(examples, str(tmp_path / "data"), "train", 1)
+    pattern = str(tmp_path / "data" / "train-*")
+    model_dir = tmp_path / "run"
+    experiment.parse_gin([TINY], [f"Data.train_pattern = '{pattern}'",
+                                  f"Data.eval_pattern = '{pattern}'",
+                                  "Training.batch_size = 4"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="frame_2.png"):
+        experiment.train(str(model_dir), progress=False)
+    ckpts = model_dir / "checkpoints"
+    assert not ckpts.exists() or not list(ckpts.glob("ckpt-*"))

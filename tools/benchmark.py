@@ -1,0 +1,52 @@
+"""Benchmarks that write JSON (performance is measured here, not in tests).
+
+Usage:
+    python tools/benchmark.py train --model=autodeeplab_s --crop=513x513 --batch=2 \
+        --output=bench/train_adl_s.json
+
+Subcommands: ``train`` (training and evaluation images/s, first-call time, peak RSS).
+Run each configuration in its own process (peak RSS is per process) and several times:
+this machine varies 20–40% between processes; quote medians.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+from nasseg_tf.cli import common
+from nasseg_tf.cli.zoo import parse_size
+
+flags.DEFINE_string("model", "autodeeplab_s", "Zoo model.")
+flags.DEFINE_string("crop", "513x513", "Crop HxW.")
+flags.DEFINE_integer("batch", 2, "Batch size.")
+flags.DEFINE_integer("num_classes", 19, "Classes.")
+flags.DEFINE_integer("steps", 5, "Timed training steps (after one warm-up).")
+flags.DEFINE_string("overrides", "{}", "JSON dict of zoo overrides.")
+flags.DEFINE_string("output", None, "JSON output file (also printed).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) != 2 or argv[1] not in ("train",):
+        raise app.UsageError("expected a subcommand: train")
+    from nasseg_tf.bench.train_bench import bench_train  # pylint: disable=import-outside-toplevel
+
+    result = bench_train(FLAGS.model, parse_size(FLAGS.crop), FLAGS.batch,
+                         FLAGS.num_classes, FLAGS.steps,
+                         overrides=json.loads(FLAGS.overrides))
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
+    if FLAGS.output:
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+        tmp = FLAGS.output + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        os.replace(tmp, FLAGS.output)
+    return 0
+
+
+if __name__ == "__main__":
+    common.setup(__doc__)
+    sys.exit(app.run(main))
