@@ -16,3 +16,14 @@ def setup(doc):
     if main is not None:
         main.__doc__ = doc
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def quiet_absl_info():
+    """Called at the start of a tool's ``main``: TensorFlow logs checkpoint and
+    SavedModel chatter at absl INFO level; users see WARNING and above unless they ask
+    for more with ``--verbosity``."""
+    from absl import flags as absl_flags  # pylint: disable=import-outside-toplevel
+    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+
+    if not absl_flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)

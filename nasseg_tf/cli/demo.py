@@ -72,11 +72,11 @@ def run_demo(output_dir, gin_bindings=(), log=print):
     model = out["model"]
     log(f"      trained in {time.time() - t_start:.0f}s so far; checkpoints in {run_dir}")
 
-    log("[3/5] evaluating on the validation split ...")
-    info, _, eval_pattern = experiment.DataConfig().resolve(run_dir)
-    results = experiment.run_evaluation(model, info, eval_pattern,
-                                        experiment.EvalConfig(), run_dir,
-                                        step=out["metrics"].get("step"), progress=False)
+    log("[3/5] evaluation on the validation split (after the last step):")
+    info, eval_pattern = out["dataset_info"], out["eval_pattern"]
+    results = out["eval"] or experiment.run_evaluation(
+        model, info, eval_pattern, experiment.EvalConfig(), run_dir,
+        step=out["metrics"].get("step"), progress=False)
     baseline = metrics.majority_class_baseline(
         np.asarray(results["confusion_matrix"]), info.class_names)
     for name, iou in results["per_class_iou"].items():
@@ -105,6 +105,7 @@ def run_demo(output_dir, gin_bindings=(), log=print):
 
 
 def main(argv):
+    common.quiet_absl_info()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS

@@ -25,6 +25,7 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def main(argv):
+    common.quiet_absl_info()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from nasseg_tf.train import experiment  # pylint: disable=import-outside-toplevel

@@ -45,6 +45,7 @@ def load_model(keras_model=None, model=None, num_classes=19):
 
 
 def main(argv):
+    common.quiet_absl_info()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from nasseg_tf.export import export_saved_model  # pylint: disable=import-outside-toplevel

@@ -107,6 +107,7 @@ def predict_files(paths, output_dir, saved_model=None, model_dir=None, dataset=N
 
 
 def main(argv):
+    common.quiet_absl_info()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS

@@ -19,6 +19,7 @@ from nasseg_tf.cli import common, flags_common
 
 
 def main(argv):
+    common.quiet_absl_info()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from nasseg_tf.train import experiment  # pylint: disable=import-outside-toplevel

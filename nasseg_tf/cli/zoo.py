@@ -79,6 +79,7 @@ def describe_text(summary):
 
 
 def main(argv):
+    common.quiet_absl_info()
     args = argv[1:]
     if not args or args[0] not in ("list", "describe"):
         raise app.UsageError("expected a command: list | describe NAME")

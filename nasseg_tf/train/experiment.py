@@ -195,17 +195,28 @@ def _is_chief(strategy):
 
 
 def train(model_dir, progress=True, argv=None):
-    """Trains the gin-configured model; returns a dict of final metrics.
+    """Trains the gin-configured model; resumes from the latest checkpoint in ``model_dir``.
 
-    Resumes automatically from the latest checkpoint in ``model_dir``.
+    Returns:
+      dict with ``metrics`` (last step), ``model``, ``loop`` (its ``history``), ``eval``
+      (the full results of the final evaluation, or None), ``dataset_info`` and
+      ``eval_pattern``.
     """
     cfg, data, eval_cfg = TrainConfig(), DataConfig(), EvalConfig()
     os.makedirs(model_dir, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
+    previous_policy = keras.mixed_precision.global_policy()
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy(cfg.mixed_precision)
+    try:
+        return _train(model_dir, cfg, data, eval_cfg, progress, argv)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(model_dir, cfg, data, eval_cfg, progress, argv):
     strategy = strategies.make_strategy(cfg.strategy, num_cpu_devices=cfg.num_cpu_devices)
     chief = _is_chief(strategy)
     info, train_pattern, eval_pattern = data.resolve(model_dir)
@@ -221,9 +232,13 @@ def train(model_dir, progress=True, argv=None):
         weight_decay=cfg.weight_decay, ignore_label=info.ignore_label,
         loss_scale=cfg.mixed_precision == "mixed_float16")
 
+    last_eval = {}
+
     def eval_fn(step):
         results = run_evaluation(task.model, info, eval_pattern, eval_cfg, model_dir,
                                  step=step, progress=False)
+        last_eval.clear()
+        last_eval.update(results)
         return {"miou": results["miou"], "pixel_accuracy": results["pixel_accuracy"]}
 
     loop = TrainLoop(task, strategy, model_dir, cfg.steps,
@@ -236,7 +251,9 @@ def train(model_dir, progress=True, argv=None):
     if chief:
         write_operative_config(model_dir)
         save_keras_model(task.model, os.path.join(model_dir, "model.keras"))
-    return {"metrics": metrics, "model": task.model, "loop": loop}
+    return {"metrics": metrics, "model": task.model, "loop": loop,
+            "eval": dict(last_eval) or None, "dataset_info": info,
+            "eval_pattern": eval_pattern}
 
 
 def save_keras_model(model, path):

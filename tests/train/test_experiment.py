@@ -127,3 +127,14 @@ def test_out_of_range_label_names_the_record_and_writes_no_checkpoint(tmp_path):
         experiment.train(str(model_dir), progress=False)
     ckpts = model_dir / "checkpoints"
     assert not ckpts.exists() or not list(ckpts.glob("ckpt-*"))
+
+
+def test_mixed_bfloat16_training_runs_and_restores_the_policy(tmp_path, data_dir):
+    import keras  # pylint: disable=import-outside-toplevel
+    experiment.parse_gin([TINY], [f"Data.data_dir = '{data_dir}'", "Training.steps = 2",
+                                  "Training.mixed_precision = 'mixed_bfloat16'",
+                                  "Training.eval_every = 0"])
+    out = experiment.train(str(tmp_path / "bf16"), progress=False)
+    assert all(np.isfinite(h["loss"]) for h in out["loop"].history)
+    assert out["model"].compute_dtype == "bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
