@@ -6,7 +6,7 @@ Usage:
 On the procedural street-scene dataset (generated on first use) it:
 
 1. prints Auto-DeepLab-S's size and cost beside the paper (the full model);
-2. trains a small Auto-DeepLab (published cell and path, F=8) with the one training
+2. trains a small Auto-DeepLab (published cell on a 6-layer path, F=8) with the one training
    loop (gin file ``gin/demo/train_demo.gin``), resuming if rerun;
 3. evaluates it (mIoU, per-class IoU) against the majority-class baseline;
 4. exports a SavedModel, reloads it and segments a held-out image into PNGs;
@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 from nasseg_tf.cli import common
 
@@ -104,24 +104,13 @@ def run_demo(output_dir, gin_bindings=(), log=print):
             "overlay": overlay_path, "export_dir": export_dir, "run_dir": run_dir}
 
 
-def main(argv):
-    common.quiet_absl_info()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    FLAGS = flags.FLAGS
-    try:
-        run_demo(FLAGS.output_dir, FLAGS.gin_bindings)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"nasseg-demo: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+main = common.make_main(
+    "nasseg-demo", lambda FLAGS: run_demo(FLAGS.output_dir, FLAGS.gin_bindings) and None)
 
 
 def run():
     """Console-script entry point."""
-    common.setup(__doc__)
-    define_flags()
-    app.run(main)
+    common.run_tool(__doc__, define_flags, main)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,8 @@ Results go to --model_dir/eval_results.json, pictures to --model_dir/pictures/.
 
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
 from nasseg_tf.cli import common, flags_common
 
@@ -24,33 +23,24 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
 
 
-def main(argv):
-    common.quiet_absl_info()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def _evaluate(FLAGS):
     from nasseg_tf.train import experiment  # pylint: disable=import-outside-toplevel
 
-    FLAGS = flags.FLAGS
-    try:
-        run_config = os.path.join(FLAGS.model_dir, "config.gin")
-        if not os.path.exists(run_config):
-            raise FileNotFoundError(f"{run_config} not found: is --model_dir a training run?")
-        experiment.parse_gin([run_config] + FLAGS.gin_file, FLAGS.gin_bindings)
-        results = experiment.evaluate_model_dir(FLAGS.model_dir, FLAGS.checkpoint)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"nasseg-eval: error: {e}", file=sys.stderr)
-        return 2
-    summary = {k: results[k] for k in ("miou", "pixel_accuracy", "num_images", "step")
-               if k in results}
-    print(json.dumps(summary))
-    return 0
+    run_config = os.path.join(FLAGS.model_dir, "config.gin")
+    if not os.path.exists(run_config):
+        raise FileNotFoundError(f"{run_config} not found: is --model_dir a training run?")
+    experiment.parse_gin([run_config] + FLAGS.gin_file, FLAGS.gin_bindings)
+    results = experiment.evaluate_model_dir(FLAGS.model_dir, FLAGS.checkpoint)
+    print(json.dumps({k: results[k] for k in ("miou", "pixel_accuracy", "num_images",
+                                               "step") if k in results}))
+
+
+main = common.make_main("nasseg-eval", _evaluate)
 
 
 def run():
     """Console-script entry point."""
-    common.setup(__doc__)
-    define_flags()
-    app.run(main)
+    common.run_tool(__doc__, define_flags, main)
 
 
 if __name__ == "__main__":

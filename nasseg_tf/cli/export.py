@@ -10,9 +10,8 @@ PNG/JPEG bytes. ``--model`` exports a freshly initialised zoo model (useful to t
 a serving stack before training).
 """
 
-import sys
 
-from absl import app, flags
+from absl import flags
 
 from nasseg_tf.cli import common
 
@@ -44,29 +43,20 @@ def load_model(keras_model=None, model=None, num_classes=19):
     return keras.models.load_model(keras_model)
 
 
-def main(argv):
-    common.quiet_absl_info()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def _export(FLAGS):
     from nasseg_tf.export import export_saved_model  # pylint: disable=import-outside-toplevel
 
-    FLAGS = flags.FLAGS
-    try:
-        model = load_model(FLAGS.keras_model, FLAGS.model, FLAGS.num_classes)
-        path = export_saved_model(model, FLAGS.export_dir, overwrite=FLAGS.overwrite)
-    except (ValueError, OSError) as e:
-        print(f"nasseg-export: error: {e}", file=sys.stderr)
-        return 2
-    print(f"exported {model.name} to {path} "
-          "(signatures: serving_default, serve_encoded)")
-    return 0
+    model = load_model(FLAGS.keras_model, FLAGS.model, FLAGS.num_classes)
+    path = export_saved_model(model, FLAGS.export_dir, overwrite=FLAGS.overwrite)
+    print(f"exported {model.name} to {path} (signatures: serving_default, serve_encoded)")
+
+
+main = common.make_main("nasseg-export", _export)
 
 
 def run():
     """Console-script entry point."""
-    common.setup(__doc__)
-    define_flags()
-    app.run(main)
+    common.run_tool(__doc__, define_flags, main)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,8 @@ export's metadata names the classes (or --dataset does).
 
 import glob
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
 from nasseg_tf.cli import common
 
@@ -106,27 +105,18 @@ def predict_files(paths, output_dir, saved_model=None, model_dir=None, dataset=N
     return written
 
 
-def main(argv):
-    common.quiet_absl_info()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    FLAGS = flags.FLAGS
-    try:
-        written = predict_files(_image_paths(FLAGS.images), FLAGS.output_dir,
-                                FLAGS.saved_model, FLAGS.model_dir, FLAGS.dataset,
-                                FLAGS.alpha)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"nasseg-predict: error: {e}", file=sys.stderr)
-        return 2
+def _predict(FLAGS):
+    written = predict_files(_image_paths(FLAGS.images), FLAGS.output_dir,
+                            FLAGS.saved_model, FLAGS.model_dir, FLAGS.dataset, FLAGS.alpha)
     print(f"nasseg-predict: wrote {len(written)} files to {FLAGS.output_dir}")
-    return 0
+
+
+main = common.make_main("nasseg-predict", _predict)
 
 
 def run():
     """Console-script entry point."""
-    common.setup(__doc__)
-    define_flags()
-    app.run(main)
+    common.run_tool(__doc__, define_flags, main)
 
 
 if __name__ == "__main__":

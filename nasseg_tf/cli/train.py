@@ -13,37 +13,27 @@ writes command_line.txt, config.gin, operative_config.gin, checkpoints/, train/
 
 import sys
 
-from absl import app, flags
 
 from nasseg_tf.cli import common, flags_common
 
 
-def main(argv):
-    common.quiet_absl_info()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def _train(FLAGS):
     from nasseg_tf.train import experiment  # pylint: disable=import-outside-toplevel
-    from nasseg_tf.train.loop import NonFiniteLossError  # pylint: disable=import-outside-toplevel
 
-    FLAGS = flags.FLAGS
-    try:
-        experiment.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-        out = experiment.train(FLAGS.model_dir, argv=sys.argv)
-    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
-        print(f"nasseg-train: error: {e}", file=sys.stderr)
-        return 2
-    metrics = out["metrics"]
-    line = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                     if isinstance(v, float))
+    experiment.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+    metrics = experiment.train(FLAGS.model_dir, argv=sys.argv)["metrics"]
+    line = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
     print(f"nasseg-train: done at step {metrics.get('step')}: {line}")
-    return 0
+
+
+# NonFiniteLossError is a FloatingPointError (an ArithmeticError): listed explicitly.
+main = common.make_main("nasseg-train", _train,
+                        errors=(ValueError, OSError, ArithmeticError))
 
 
 def run():
     """Console-script entry point."""
-    common.setup(__doc__)
-    flags_common.define_gin_flags()
-    app.run(main)
+    common.run_tool(__doc__, flags_common.define_gin_flags, main)
 
 
 if __name__ == "__main__":

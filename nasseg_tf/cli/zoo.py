@@ -11,7 +11,6 @@ module's branches without the concat projection and BN: the basis of DPC Table 1
 """
 
 import json
-import sys
 
 from absl import app, flags
 
@@ -78,9 +77,7 @@ def describe_text(summary):
     return "\n".join(lines)
 
 
-def main(argv):
-    common.quiet_absl_info()
-    args = argv[1:]
+def _zoo(FLAGS, args):
     if not args or args[0] not in ("list", "describe"):
         raise app.UsageError("expected a command: list | describe NAME")
     if args[0] == "list":
@@ -89,21 +86,17 @@ def main(argv):
     if len(args) != 2:
         raise app.UsageError("usage: nasseg-zoo describe NAME [--num_classes N] "
                              "[--input_size HxW] [--json]")
-    FLAGS = flags.FLAGS
-    try:
-        summary = describe_model(args[1], FLAGS.num_classes, parse_size(FLAGS.input_size))
-    except ValueError as e:
-        print(f"nasseg-zoo: error: {e}", file=sys.stderr)
-        return 2
+    summary = describe_model(args[1], FLAGS.num_classes, parse_size(FLAGS.input_size))
     print(json.dumps(summary, indent=2) if FLAGS.json else describe_text(summary))
     return 0
 
 
+main = common.make_main("nasseg-zoo", _zoo, errors=(ValueError,), positional=True)
+
+
 def run():
     """Console-script entry point."""
-    common.setup(__doc__)
-    define_flags()
-    app.run(main)
+    common.run_tool(__doc__, define_flags, main)
 
 
 if __name__ == "__main__":

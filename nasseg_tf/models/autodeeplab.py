@@ -39,6 +39,9 @@ def autodeeplab_backbone(images, genotype, filter_multiplier=20, low_level_cell=
       ``dict(low_level=..., features=..., cells=[...])`` of Keras tensors.
     """
     genotype = load_genotype(genotype)
+    if not 0 <= low_level_cell < len(genotype.path):
+        raise ValueError(f"low_level_cell={low_level_cell} but the path has "
+                         f"{len(genotype.path)} cells")
     bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
     x = ConvBN(64, 3, strides=2, name="stem_conv0", **bn)(images)
     stem1 = ConvBN(64, 3, post_activation=False, name="stem_conv1", **bn)(x)

@@ -9,10 +9,20 @@ resumed run draws the same random numbers as an uninterrupted one.
 
 
 def variables_by_path(variables):
-    """``{path: variable}``; raises if two variables share a path."""
+    """``{path: variable}``; raises if two variables share a path.
+
+    Keras names random-seed generators with a process-wide counter
+    (``seed_generator_7/seed_generator_state``), so their paths depend on what else the
+    process built; they are keyed by their order among the model's seed states instead
+    (``seed_generator_states/0``), which only depends on the architecture.
+    """
     out = {}
+    seeds = 0
     for var in variables:
         path = var.path
+        if path.endswith("seed_generator_state"):
+            path = f"seed_generator_states/{seeds}"
+            seeds += 1
         if path in out:
             raise ValueError(f"two variables share the path {path!r}; give the layers "
                              "unique names")
