@@ -1,0 +1,538 @@
+"""The Auto-DeepLab search supernet: relaxed cell and relaxed trellis, in ``keras.ops``.
+
+Reference: Liu et al., "Auto-DeepLab: Hierarchical Neural Architecture Search for
+Semantic Image Segmentation", CVPR 2019 — §3.1 (cell search space), §3.2 (network-level
+search space, the trellis) and §4.1 (continuous relaxation: the cell's mixed ops and the
+network's eq. 6–8). SPEC §2.1–2.3 restates the settings.
+
+**Cell** (:class:`SearchCell`, paper §3.1/§4.1). B = 5 blocks; block i sums a mixed op
+over *every* possible input — the two preprocessed cell inputs and blocks 0..i-1::
+
+    H_i = Σ_{j < i+2} Σ_k softmax(α_{j→i})_k · O_k(H_j)
+
+α has one row per edge (2 + 3 + 4 + 5 + 6 = 20, ordered as
+:func:`~nasseg_tf.search.decode.cell_edge_index`) and one column per op of
+:data:`~nasseg_tf.search_space.primitives.PRIMITIVES`. α is shared by all cells of the
+network, so it is *not* a weight of the cell: the cell is called with the already
+softmaxed weights, ``cell([h_prev, h_prev_prev], alpha_weights)``. ``none`` contributes
+exactly zero and is not computed (its softmax mass still counts in the normalisation).
+
+**Trellis** (:class:`AutoDeepLabSupernet`, paper §3.2, eq. 6–8). After the stem (downsample
+4) come L layers of up to 4 nodes at levels s = 0..3 (downsample 4·2^s); node (l, s)
+exists iff s <= l + 1. Node (l, s) is (eq. 6)::
+
+    H^l_s = Σ_{src ∈ {s+1, s, s-1}} p(l, src→s) · Cell_{l,s}(T_{src→s}(H^{l-1}_src), H^{l-2}_s)
+
+with one cell (own weights) per node, missing neighbours dropped, and p the β logits
+softmax-normalised over each source node's **legal outgoing** edges (eq. 7–8; layout and
+boundary handling exactly as :func:`~nasseg_tf.search.decode.beta_probabilities`:
+``betas[l, src, k]`` is the edge from (l-1, src) to (l, src+k-1), the stem is layer -1 at
+level 0, boundary nodes and the stem have 2 outgoing edges, illegal edges get 0; no
+other constant enters). The weights p multiply the node's incoming cell outputs as they
+are, so a node's incoming weights need not sum to 1 (the paper's formulation).
+
+The resolution change T happens in the trellis, not in the cell (all cell ops have
+stride 1):
+
+* from the finer level s-1: ``down_{l}_{s}`` = ReLU → 3×3 conv stride 2 → BN, doubling
+  the channels (B·F·2^{s-1} → B·F·2^s);
+* from the coarser level s+1: bilinear upsampling to the level-s size, then ``up_{l}_{s}``
+  = ReLU → 1×1 conv → BN (B·F·2^{s+1} → B·F·2^s);
+* same level: identity.
+
+**H^{l-2}_s, exactly.** The state of layer l-2 at the level *nearest* to s: node
+(l-2, s) when it exists, otherwise (levels appear from the finest up, so a missing level
+is coarser than all existing ones) the coarsest node of layer l-2. Layer -1 is the stem
+output (level 0) and layer -2 is the stem's second conv (downsample 2), as cells 1 and 0
+of the derived network (:mod:`nasseg_tf.models.autodeeplab`). The cell then resizes it
+bilinearly to H^{l-1}'s size and projects it with its own ReLU → 1×1 conv → BN — the
+same rule as the derived cell, so a derived path sees in the supernet exactly the
+H^{l-2} it will see after decoding.
+
+**Channels.** A node at level s outputs B·F·2^s channels (the cell has C = F·2^s filters
+per block; F = 8 in the paper's search). The stem is the derived stem (64, 64, 128
+filters).
+
+**Heads** (paper §4.1, SPEC §2.2): one per level of the last layer (only the levels that
+exist there when L < 3), ``head_{s}`` = ReLU → ASPP with three branches — 1×1 conv, ONE
+3×3 conv of atrous rate 96 / (4·2^s) = 24, 12, 6, 3, image pooling — each with
+B·F·2^s filters, then the ASPP's 1×1 projection (no dropout) and ``head_{s}_logits``
+(1×1 conv with bias). Every head's logits are upsampled bilinearly to the input size and
+the four are **summed**.
+
+**Architecture variables.** α ``[20, 8]`` and β ``[L, 4, 3]`` logits, initialised
+1e-3·N(0, 1) (SPEC §2.3), are variables of the model, ``model.arch_variables``. They are
+trainable Keras variables (a gradient tape watches them, an optimiser under a
+distribution strategy can update them) but are *not* for the weight optimiser: the
+weight step must update ``model.weight_variables`` — every trainable variable except α
+and β — never ``model.trainable_variables`` (which also holds α and β); the
+architecture step updates ``model.arch_variables`` with its own optimiser (paper:
+Adam). Entries of β on illegal edges never enter the network and get zero gradient.
+
+**Batch norm in the search.** Every BN inside a :class:`SearchCell` (op BNs and the
+two preprocessing BNs) is non-affine by default (``affine=False``: no γ/β), as in DARTS'
+search: a learned per-op scale would compete with α and blur its meaning. The stem,
+the trellis' down/up layers and the heads use ordinary affine BN. Batch-norm momentum
+defaults to :data:`SEARCH_BN_MOMENTUM` = 0.9 (PyTorch's default 0.1 in Keras terms, as
+the public search implementations use) instead of the retraining value 0.9997: a search
+is short and its supernet is evaluated in inference mode only for monitoring.
+
+**Performance levers** (SPEC §6):
+
+* ``stack_sources=True``: a node's up-to-3 (already resampled) sources share one cell,
+  so they go through it ONCE, concatenated on the batch axis; H^{l-2} is preprocessed
+  once and tiled to the stacked batch inside the cell; the result is split, weighted by
+  β and summed. In inference mode this equals running the cell per source (tested). In
+  training mode the cell's batch norms then normalise with statistics over the union of
+  the sources (one larger batch) instead of per source, and update their moving
+  statistics once per step instead of once per source.
+* ``none`` is never computed; each block's ``(i+2)·7`` op outputs are combined by one
+  stacked contraction with the block's α weights, which keeps the graph small.
+* ``remat=True`` wraps every cell call in :func:`keras.remat` (``tf.recompute_grad`` on
+  TensorFlow): the cell's activations are recomputed in the backward pass. The forward
+  of a rematerialised cell therefore runs twice per training step, so its batch norms
+  update their moving statistics twice.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from nasseg_tf.layers.common import BN_EPSILON, ConvBN
+from nasseg_tf.layers.heads import ASPP
+from nasseg_tf.layers.ops import build_op
+from nasseg_tf.layers.resize import resize_bilinear, spatial_size
+from nasseg_tf.search import decode
+from nasseg_tf.search_space.primitives import NUM_BLOCKS, NUM_LEVELS, PRIMITIVES, ZERO_OP
+
+#: Batch-norm momentum of the supernet (see the module docstring).
+SEARCH_BN_MOMENTUM = 0.9
+#: The ops a search cell computes: every primitive except ``none``, in PRIMITIVES order.
+SEARCH_OPS = tuple(op for op in PRIMITIVES if op != ZERO_OP)
+#: Their columns in alpha.
+SEARCH_OP_COLUMNS = tuple(PRIMITIVES.index(op) for op in SEARCH_OPS)
+#: Atrous rate of a head's 3×3 branch times the level's downsample rate (96 / s).
+HEAD_RATE_NUMERATOR = 96
+#: Stem filters of the derived network (SPEC §2.5).
+STEM_FILTERS = (64, 64, 128)
+
+
+def _make_non_affine(layer):
+    """Turns every (not yet built) BatchNormalization below ``layer`` into γ/β-free BN."""
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        if isinstance(sub, keras.layers.BatchNormalization):
+            if sub.built:
+                raise RuntimeError(f"{sub.name}: batch norm already built")
+            sub.center = False
+            sub.scale = False
+
+
+def _stack_factor(h_prev, h_prev_prev):
+    """How many stacked copies of the batch ``h_prev`` holds relative to ``h_prev_prev``."""
+    n_prev, n_prev_prev = ops.shape(h_prev)[0], ops.shape(h_prev_prev)[0]
+    if n_prev is None or n_prev_prev is None:  # symbolic call: shapes only
+        return 1
+    if isinstance(n_prev, int) and isinstance(n_prev_prev, int):
+        if n_prev % n_prev_prev:
+            raise ValueError(f"SearchCell: the batch of h_prev ({n_prev}) is not a multiple "
+                             f"of the batch of h_prev_prev ({n_prev_prev})")
+    return n_prev // n_prev_prev
+
+
+def _weighted_sum(outputs, weights):
+    """``Σ_i weights[i] · outputs[i]`` as one stacked contraction (few graph nodes)."""
+    return ops.tensordot(ops.stack(outputs, axis=-1), weights, axes=1)
+
+
+@keras.saving.register_keras_serializable(package="nasseg_tf")
+class SearchCell(keras.layers.Layer):
+    """The continuous relaxation of the Auto-DeepLab cell (Liu et al. 2019, §3.1, §4.1).
+
+    Every block sums, over all its possible inputs j (0 = H^{l-1}, 1 = H^{l-2},
+    2 + k = block k < i), the mixed op ``Σ_k α_{j→i,k} · O_k(H_j)`` of the candidate ops
+    of :data:`SEARCH_OPS` (``none`` is zero and skipped). Ops are built by
+    :func:`~nasseg_tf.layers.ops.build_op` with stride 1 and named
+    ``block{i}_in{j}_{op}``. The inputs are preprocessed as in the derived cell:
+    H^{l-2} is resized bilinearly to H^{l-1}'s size when they differ, then each input
+    goes through ReLU → 1×1 conv → BN to ``filters`` channels (``prev_1x1``,
+    ``prev_prev_1x1``). The output is the concat of the blocks: ``num_blocks · filters``
+    channels at H^{l-1}'s size.
+
+    Args:
+      filters: channels per block (C = F · 2^level in the supernet).
+      num_blocks: B.
+      affine: learnable γ/β in the cell's batch norms. Default False, as in DARTS'
+        search: a per-op learned scale would compete with α.
+      bn_momentum, bn_epsilon: batch-norm settings of every BN in the cell.
+
+    Call: ``cell([h_prev, h_prev_prev], alpha_weights, training)`` where
+    ``alpha_weights`` is ``[num_cell_edges(num_blocks), len(PRIMITIVES)]`` of
+    already-softmaxed op weights (rows ordered as
+    :func:`~nasseg_tf.search.decode.cell_edge_index`). ``h_prev`` may hold k stacked
+    copies of the batch (batch k·N against N for ``h_prev_prev``): the preprocessed
+    H^{l-2} is then tiled k times, matching ``concatenate([x_1, ..., x_k], axis=0)``.
+    """
+
+    def __init__(self, filters, num_blocks=NUM_BLOCKS, affine=False,
+                 bn_momentum=SEARCH_BN_MOMENTUM, bn_epsilon=BN_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.num_blocks = int(num_blocks)
+        self.affine = bool(affine)
+        self.bn_momentum = float(bn_momentum)
+        self.bn_epsilon = float(bn_epsilon)
+        self.num_edges = decode.num_cell_edges(self.num_blocks)
+        bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        self.preprocess_prev = ConvBN(self.filters, 1, pre_activation=True,
+                                      post_activation=False, name="prev_1x1", **bn)
+        self.preprocess_prev_prev = ConvBN(self.filters, 1, pre_activation=True,
+                                           post_activation=False, name="prev_prev_1x1", **bn)
+        # Flat, edge-major then SEARCH_OPS order: edge e's ops are [7e, 7e + 7).
+        self.edge_ops = [
+            build_op(op, self.filters, 1, name=f"block{block}_in{source}_{op}", **bn)
+            for block, source in decode.cell_edge_index(self.num_blocks)
+            for op in SEARCH_OPS
+        ]
+        if not self.affine:
+            _make_non_affine(self)
+
+    def build(self, input_shape):
+        prev_shape, prev_prev_shape = (tuple(s) for s in input_shape)
+        self.preprocess_prev.build(prev_shape)
+        self.preprocess_prev_prev.build(prev_prev_shape)
+        state_shape = tuple(prev_shape[:3]) + (self.filters,)
+        for op in self.edge_ops:
+            op.build(state_shape)
+
+    def call(self, inputs, alpha_weights, training=None):
+        h_prev, h_prev_prev = inputs
+        h_prev_prev = resize_bilinear(h_prev_prev, spatial_size(h_prev))
+        states = [self.preprocess_prev(h_prev, training=training),
+                  self.preprocess_prev_prev(h_prev_prev, training=training)]
+        copies = _stack_factor(h_prev, h_prev_prev)
+        if not (isinstance(copies, int) and copies == 1):
+            states[1] = ops.tile(states[1], (copies, 1, 1, 1))
+        weights = ops.take(ops.cast(alpha_weights, states[0].dtype),
+                           list(SEARCH_OP_COLUMNS), axis=1)
+        num_ops = len(SEARCH_OPS)
+        for block in range(self.num_blocks):
+            first = block * (block + 3) // 2  # alpha row of (block, input 0)
+            num_inputs = block + 2
+            outputs = [self.edge_ops[(first + source) * num_ops + k](states[source],
+                                                                     training=training)
+                       for source in range(num_inputs) for k in range(num_ops)]
+            block_weights = ops.reshape(weights[first:first + num_inputs], (-1,))
+            states.append(_weighted_sum(outputs, block_weights))
+        return ops.concatenate(states[2:], axis=-1)
+
+    def compute_output_shape(self, input_shape, alpha_weights_shape=None):
+        prev_shape = tuple(input_shape[0])
+        return prev_shape[:3] + (self.num_blocks * self.filters,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, num_blocks=self.num_blocks, affine=self.affine,
+                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        return config
+
+
+def transition_probabilities(betas):
+    """β logits → transition probabilities in ``keras.ops`` (Liu et al. 2019, eq. 7–8).
+
+    Same function as :func:`~nasseg_tf.search.decode.beta_probabilities`: a softmax over
+    each existing source node's legal outgoing edges; illegal edges (and every edge of
+    a nonexistent source) are exactly 0 and get no gradient.
+
+    Args:
+      betas: logits ``[L, 4, 3]`` (a tensor or variable).
+
+    Returns:
+      ``[L, 4, 3]`` probabilities, differentiable w.r.t. the legal logits.
+    """
+    betas = ops.convert_to_tensor(betas)
+    mask_np = decode.legal_transition_mask(int(betas.shape[0]))
+    mask = ops.convert_to_tensor(mask_np)
+    has_edges = ops.convert_to_tensor(mask_np.any(axis=-1, keepdims=True))
+    zeros = ops.zeros_like(betas)
+    shift = ops.max(ops.where(mask, betas, ops.full_like(betas, -np.inf)), axis=-1,
+                    keepdims=True)
+    shift = ops.stop_gradient(ops.where(has_edges, shift, ops.zeros_like(shift)))
+    exp = ops.where(mask, ops.exp(ops.where(mask, betas, zeros) - shift), zeros)
+    total = ops.sum(exp, axis=-1, keepdims=True)
+    return exp / ops.where(has_edges, total, ops.ones_like(total))
+
+
+@keras.saving.register_keras_serializable(package="nasseg_tf")
+class AutoDeepLabSupernet(keras.Model):
+    """The Auto-DeepLab search network: relaxed trellis of search cells (Liu et al. 2019).
+
+    See the module docstring for the exact formulation (eq. 6–8, H^{l-2} rule,
+    resampling, heads, BN choices, performance levers).
+
+    Args:
+      num_classes: channels of the logits.
+      num_layers: L (12 in the paper).
+      filter_multiplier: F (8 in the paper's search); a node at level s has
+        ``num_blocks · F · 2^s`` channels.
+      num_blocks: B.
+      stem_filters: filters of the three stem convs (the derived stem: 64, 64, 128).
+      affine: learnable γ/β in the search cells' batch norms (default False).
+      stack_sources: run a node's sources through its cell once, stacked on the batch
+        axis (same function in inference mode; see the module docstring).
+      remat: rematerialise every cell call in the backward pass (:func:`keras.remat`).
+      arch_init_stddev: α and β start as ``arch_init_stddev · N(0, 1)`` (paper: 1e-3).
+      seed: seed of the α/β initialisation (None: random).
+      bn_momentum, bn_epsilon: batch-norm settings of the whole supernet.
+
+    Sub-layers (stable names): ``stem_conv0..2``, ``cell_{l}_{s}``, ``down_{l}_{s}``,
+    ``up_{l}_{s}`` (the transforms bringing node (l-1, s∓1) to node (l, s)), ``head_{s}``
+    and ``head_{s}_logits``; s is the level 0..3 (downsample 4·2^s) throughout.
+
+    Call: ``model(images, training)`` with images ``[N, H, W, 3]`` → logits
+    ``[N, H, W, num_classes]`` (the sum of the per-level heads).
+    """
+
+    def __init__(self, num_classes, num_layers=12, filter_multiplier=8,
+                 num_blocks=NUM_BLOCKS, stem_filters=STEM_FILTERS, affine=False,
+                 stack_sources=True, remat=False, arch_init_stddev=1e-3, seed=None,
+                 bn_momentum=SEARCH_BN_MOMENTUM, bn_epsilon=BN_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.num_layers = int(num_layers)
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers: expected >= 1, got {num_layers}")
+        self.filter_multiplier = int(filter_multiplier)
+        self.num_blocks = int(num_blocks)
+        self.stem_filters = tuple(int(f) for f in stem_filters)
+        if len(self.stem_filters) != 3:
+            raise ValueError(f"stem_filters: expected 3 values, got {stem_filters}")
+        self.affine = bool(affine)
+        self.stack_sources = bool(stack_sources)
+        self.remat = bool(remat)
+        self.arch_init_stddev = float(arch_init_stddev)
+        self.seed = None if seed is None else int(seed)
+        self.bn_momentum = float(bn_momentum)
+        self.bn_epsilon = float(bn_epsilon)
+
+        self._exists = decode.node_exists_mask(self.num_layers)
+        self._legal = decode.legal_transition_mask(self.num_layers)
+        bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        f0, f1, f2 = self.stem_filters
+        self.stem_conv0 = ConvBN(f0, 3, strides=2, name="stem_conv0", **bn)
+        self.stem_conv1 = ConvBN(f1, 3, post_activation=False, name="stem_conv1", **bn)
+        self.stem_conv2 = ConvBN(f2, 3, strides=2, post_activation=False,
+                                 name="stem_conv2", **bn)
+
+        self.cells, self.downs, self.ups = [], [], []
+        self._cell_index, self._down_index, self._up_index = {}, {}, {}
+        for layer, level in self.nodes():
+            if self._source_is_legal(layer, level - 1, decode.DOWN):
+                self._down_index[(layer, level)] = len(self.downs)
+                self.downs.append(ConvBN(
+                    self.node_channels(level), 3, strides=2, pre_activation=True,
+                    post_activation=False, name=f"down_{layer}_{level}", **bn))
+            if self._source_is_legal(layer, level + 1, decode.UP):
+                self._up_index[(layer, level)] = len(self.ups)
+                self.ups.append(ConvBN(
+                    self.node_channels(level), 1, pre_activation=True,
+                    post_activation=False, name=f"up_{layer}_{level}", **bn))
+            self._cell_index[(layer, level)] = len(self.cells)
+            self.cells.append(SearchCell(
+                self.filter_multiplier * 2 ** level, self.num_blocks, affine=self.affine,
+                name=f"cell_{layer}_{level}", **bn))
+
+        self.head_levels = tuple(s for s in range(NUM_LEVELS)
+                                 if self._exists[self.num_layers - 1, s])
+        self.heads, self.classifiers = [], []
+        for level in self.head_levels:
+            rate = HEAD_RATE_NUMERATOR // (4 * 2 ** level)
+            self.heads.append(ASPP(self.node_channels(level), atrous_rates=(rate,),
+                                   image_pooling=True, dropout_rate=0.0,
+                                   name=f"head_{level}", **bn))
+            self.classifiers.append(keras.layers.Conv2D(
+                self.num_classes, 1, use_bias=True, name=f"head_{level}_logits"))
+
+        alpha_init = keras.initializers.RandomNormal(stddev=self.arch_init_stddev,
+                                                     seed=self.seed)
+        beta_init = keras.initializers.RandomNormal(
+            stddev=self.arch_init_stddev, seed=None if self.seed is None else self.seed + 1)
+        self.alpha = self.add_weight(
+            shape=(decode.num_cell_edges(self.num_blocks), len(PRIMITIVES)),
+            initializer=alpha_init, trainable=True, name="alpha")
+        self.beta = self.add_weight(
+            shape=(self.num_layers, NUM_LEVELS, len(decode.LEVEL_OFFSETS)),
+            initializer=beta_init, trainable=True, name="beta")
+
+    # ----------------------------------------------------------------------------------
+    # Structure.
+
+    def nodes(self):
+        """The ``(layer, level)`` of every node, layer by layer, finer levels first."""
+        return [(layer, level) for layer in range(self.num_layers)
+                for level in range(NUM_LEVELS) if self._exists[layer, level]]
+
+    def node_channels(self, level):
+        """Output channels of a node at ``level``: B · F · 2^level."""
+        return self.num_blocks * self.filter_multiplier * 2 ** level
+
+    def _source_is_legal(self, layer, source, k):
+        return 0 <= source < NUM_LEVELS and bool(self._legal[layer, source, k])
+
+    def _sources(self, layer, level):
+        """``(k, source level)`` of the legal edges into node (layer, level), k = UP, SAME, DOWN."""
+        candidates = ((decode.UP, level + 1), (decode.SAME, level), (decode.DOWN, level - 1))
+        return [(k, source) for k, source in candidates
+                if self._source_is_legal(layer, source, k)]
+
+    def cell(self, layer, level):
+        """The search cell of node (layer, level)."""
+        return self.cells[self._cell_index[(layer, level)]]
+
+    def _layer_channels(self, layer):
+        """{level: channels} of the states of ``layer`` (-1: stem, -2: stem conv 1)."""
+        if layer == -2:
+            return {-1: self.stem_filters[1]}
+        if layer == -1:
+            return {0: self.stem_filters[2]}
+        return {s: self.node_channels(s) for s in range(NUM_LEVELS) if self._exists[layer, s]}
+
+    @staticmethod
+    def _nearest(states, level):
+        """The state of a layer at the level nearest to ``level`` (the H^{l-2} rule)."""
+        return states[min(states, key=lambda s: abs(s - level))]
+
+    def build(self, input_shape):
+        n = input_shape[0]
+
+        def shape(channels):
+            return (n, None, None, channels)
+
+        self.stem_conv0.build(shape(input_shape[-1]))
+        self.stem_conv1.build(shape(self.stem_filters[0]))
+        self.stem_conv2.build(shape(self.stem_filters[1]))
+        for layer, level in self.nodes():
+            previous = self._layer_channels(layer - 1)
+            sources = self._sources(layer, level)
+            for k, source in sources:
+                if k == decode.DOWN:
+                    self.downs[self._down_index[(layer, level)]].build(shape(previous[source]))
+                elif k == decode.UP:
+                    self.ups[self._up_index[(layer, level)]].build(shape(previous[source]))
+            k, source = sources[0]
+            prev_channels = previous[source] if k == decode.SAME else self.node_channels(level)
+            prev_prev_channels = self._nearest(self._layer_channels(layer - 2), level)
+            self.cell(layer, level).build([shape(prev_channels), shape(prev_prev_channels)])
+        for level, head, classifier in zip(self.head_levels, self.heads, self.classifiers):
+            head.build(shape(self.node_channels(level)))
+            classifier.build(shape(head.filters))
+        self.built = True
+
+    # ----------------------------------------------------------------------------------
+    # Architecture parameters.
+
+    @property
+    def arch_variables(self):
+        """``[alpha, beta]``: the architecture logits (for the architecture optimiser only)."""
+        return [self.alpha, self.beta]
+
+    @property
+    def weight_variables(self):
+        """Every trainable variable except α and β (the network weights w)."""
+        arch = {id(v) for v in self.arch_variables}
+        return [v for v in self.trainable_variables if id(v) not in arch]
+
+    def alpha_weights(self):
+        """softmax(α) over the ops of every edge, ``[20, 8]`` (paper §4.1)."""
+        return ops.softmax(ops.convert_to_tensor(self.alpha), axis=-1)
+
+    def transition_probabilities(self):
+        """The β transition probabilities ``[L, 4, 3]`` (eq. 7–8), see the module docstring."""
+        return transition_probabilities(self.beta)
+
+    def genotype(self, name=""):
+        """Decodes the current α and β (:func:`~nasseg_tf.search.decode.decode_network`)."""
+        return decode.decode_network(ops.convert_to_numpy(self.alpha),
+                                     ops.convert_to_numpy(self.beta),
+                                     num_blocks=self.num_blocks, name=name)
+
+    # ----------------------------------------------------------------------------------
+    # Forward.
+
+    def _run_cell(self, cell, sources, weights, h_prev_prev, alpha_weights, training):
+        """Σ_i weights[i] · cell([sources[i], h_prev_prev]) (eq. 6 for one node)."""
+
+        def run(h_prev, h_pp, alpha_w):
+            return cell([h_prev, h_pp], alpha_w, training=training)
+
+        if self.remat:
+            run = keras.remat(run)
+        if self.stack_sources and len(sources) > 1:
+            stacked = run(ops.concatenate(sources, axis=0), h_prev_prev, alpha_weights)
+            outputs = ops.split(stacked, len(sources), axis=0)
+        else:
+            outputs = [run(h, h_prev_prev, alpha_weights) for h in sources]
+        total = None
+        for weight, output in zip(weights, outputs):
+            term = ops.cast(weight, output.dtype) * output
+            total = term if total is None else total + term
+        return total
+
+    def node_outputs(self, images, training=None):
+        """Runs the stem and the trellis; returns ``{(layer, level): H}`` for every node.
+
+        ``(-1, 0)`` is the stem output and ``(-2, -1)`` the stem's second conv
+        (downsample 2), the states that layers 0 and 1 use as H^{l-2}.
+        """
+        x = self.stem_conv0(images, training=training)
+        stem1 = self.stem_conv1(x, training=training)
+        stem = self.stem_conv2(ops.relu(stem1), training=training)
+        outputs = {(-2, -1): stem1, (-1, 0): stem}
+        alpha_weights = self.alpha_weights()
+        probs = self.transition_probabilities()
+        prev_prev, prev = {-1: stem1}, {0: stem}
+        for layer in range(self.num_layers):
+            current = {}
+            for level in range(NUM_LEVELS):
+                if not self._exists[layer, level]:
+                    continue
+                sources, weights = [], []
+                for k, source in self._sources(layer, level):
+                    h = prev[source]
+                    if k == decode.DOWN:
+                        h = self.downs[self._down_index[(layer, level)]](h, training=training)
+                    elif k == decode.UP:
+                        # A coarser source implies the same-level source exists: its size.
+                        h = resize_bilinear(h, spatial_size(prev[level]))
+                        h = self.ups[self._up_index[(layer, level)]](h, training=training)
+                    sources.append(h)
+                    weights.append(probs[layer, source, k])
+                current[level] = self._run_cell(
+                    self.cell(layer, level), sources, weights, self._nearest(prev_prev, level),
+                    alpha_weights, training)
+                outputs[(layer, level)] = current[level]
+            prev_prev, prev = prev, current
+        return outputs
+
+    def call(self, images, training=None):
+        nodes = self.node_outputs(images, training=training)
+        size = spatial_size(images)
+        logits = None
+        for level, head, classifier in zip(self.head_levels, self.heads, self.classifiers):
+            y = head(ops.relu(nodes[(self.num_layers - 1, level)]), training=training)
+            y = resize_bilinear(classifier(y), size)
+            logits = y if logits is None else logits + y
+        return logits
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:3]) + (self.num_classes,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes, num_layers=self.num_layers,
+            filter_multiplier=self.filter_multiplier, num_blocks=self.num_blocks,
+            stem_filters=list(self.stem_filters), affine=self.affine,
+            stack_sources=self.stack_sources, remat=self.remat,
+            arch_init_stddev=self.arch_init_stddev, seed=self.seed,
+            bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        return config
