@@ -25,6 +25,7 @@ import gin
 import keras
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from nasseg_tf.data import build_dataset, ensure_demo_dataset, get_dataset_info
 from nasseg_tf.models import zoo
@@ -307,13 +308,23 @@ def run_evaluation(model, info, eval_pattern, eval_cfg, model_dir, step=None,
     results["step"] = step
     write_json(os.path.join(model_dir, "eval_results.json"), results)
     pictures = os.path.join(model_dir, "pictures")
+    drawn = []
     for i, (image, label) in enumerate(dataset.take(eval_cfg.num_pictures)):
         probs = evaluation.predict_logits(model, image, tuple(eval_cfg.scales),
                                           eval_cfg.flip)
         pred = np.argmax(np.asarray(probs)[0], -1)
-        evaluation.save_prediction_pictures(
+        path = evaluation.save_prediction_pictures(
             np.asarray(image[0]).astype(np.uint8), np.asarray(label[0]), pred, info,
             os.path.join(pictures, f"val_{i:03d}.png"))
+        drawn.append(np.asarray(Image.open(path).convert("RGB")))
+    if drawn and step is not None:
+        # TensorBoard: image | ground truth | prediction, under the eval run.
+        writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+        with writer.as_default(step=int(step)):
+            for i, picture in enumerate(drawn):
+                tf.summary.image(f"predictions/val_{i:03d}", picture[None])
+            tf.summary.scalar("miou", results["miou"] or 0.0)
+        writer.flush()
     return results
 
 

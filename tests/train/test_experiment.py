@@ -46,6 +46,7 @@ def test_training_writes_every_run_file(tiny_run):
         "ckpt-6")
     assert os.listdir(os.path.join(model_dir, "train"))  # TensorBoard events
     assert os.listdir(os.path.join(model_dir, "pictures"))
+    assert os.listdir(os.path.join(model_dir, "eval"))  # TensorBoard prediction images
     assert "Training.steps = 6" in open(os.path.join(model_dir, "operative_config.gin")).read()
     assert out["metrics"]["step"] == 6
     losses = [h["loss"] for h in out["loop"].history]
