@@ -156,16 +156,26 @@ def _shard_for_pipeline(files: List[str], input_context
     return files, (count, index)
 
 
+def _file_records(subset: Optional[Tuple[int, int]]):
+    """``path -> records``; with ``subset=(count, index)`` every count-th record of each
+    file from position ``index`` (a split that is stable across epochs)."""
+    if subset is None:
+        return tf.data.TFRecordDataset
+    return lambda path: tf.data.TFRecordDataset(path).shard(*subset)
+
+
 def _record_dataset(files: Sequence[str], *, training: bool, seed: int,
                     shuffle_buffer: int, cycle_length: int,
-                    record_shard: Optional[Tuple[int, int]] = None) -> tf.data.Dataset:
+                    record_shard: Optional[Tuple[int, int]] = None,
+                    subset: Optional[Tuple[int, int]] = None) -> tf.data.Dataset:
     """Serialized records; for training, files and records are shuffled by ``seed``."""
     if not training:
-        dataset = tf.data.TFRecordDataset(list(files))
+        dataset = tf.data.Dataset.from_tensor_slices(list(files)).flat_map(
+            _file_records(subset))
         return dataset.shard(*record_shard) if record_shard else dataset
     dataset = tf.data.Dataset.from_tensor_slices(list(files))
     dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.interleave(tf.data.TFRecordDataset,
+    dataset = dataset.interleave(_file_records(subset),
                                  cycle_length=max(1, min(cycle_length, len(files))),
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if record_shard:
@@ -198,7 +208,8 @@ def build_dataset(file_pattern: Union[str, Sequence[str]], *, num_classes: int,
                   repeat: Optional[bool] = None, drop_remainder: Optional[bool] = None,
                   check_files: bool = True, cycle_length: int = 4,
                   input_context: Optional[tf.distribute.InputContext] = None,
-                  start_batch: int = 0) -> tf.data.Dataset:
+                  start_batch: int = 0,
+                  subset: Optional[Tuple[int, int]] = None) -> tf.data.Dataset:
     """Builds the training or evaluation pipeline over DeepLab TFRecords.
 
     Args:
@@ -233,6 +244,9 @@ def build_dataset(file_pattern: Union[str, Sequence[str]], *, num_classes: int,
         start_batch: Training only: start the stream at this batch, exactly where an
             uninterrupted run with the same seed would be (the training loop resumes
             with it). Skipped records are read but not decoded.
+        subset: ``(count, index)``: use only every count-th record of each file,
+            starting at ``index`` — a split fixed across epochs, e.g. the halves
+            trainA / trainB of the Auto-DeepLab search are ``(2, 0)`` and ``(2, 1)``.
 
     Returns:
         A ``tf.data.Dataset`` of ``(image float32 [B, h, w, 3], label int32 [B, h, w])``.
@@ -256,7 +270,7 @@ def build_dataset(file_pattern: Union[str, Sequence[str]], *, num_classes: int,
 
     dataset = _record_dataset(files, training=training, seed=seed,
                               shuffle_buffer=shuffle_buffer, cycle_length=cycle_length,
-                              record_shard=record_shard)
+                              record_shard=record_shard, subset=subset)
     if repeat:
         dataset = dataset.repeat()
     if training:

@@ -207,3 +207,18 @@ def test_start_batch_resumes_the_stream_exactly(tmp_path):
     for (image_a, label_a), (image_b, label_b) in zip(full[4:], resumed):
         np.testing.assert_array_equal(image_a.numpy(), image_b.numpy())
         np.testing.assert_array_equal(label_a.numpy(), label_b.numpy())
+
+
+def test_subsets_split_the_records_into_fixed_disjoint_halves(tmp_path):
+    from nasseg_tf.data import build_dataset, ensure_demo_dataset
+    patterns = ensure_demo_dataset(str(tmp_path), num_train=6, num_val=2, height=32,
+                                   width=32)
+
+    def images(subset):
+        ds = build_dataset(patterns["train"], num_classes=8, training=False,
+                           subset=subset)
+        return {np.asarray(im).tobytes() for im, _ in ds}
+
+    half_a, half_b, everything = images((2, 0)), images((2, 1)), images(None)
+    assert half_a and half_b and not half_a & half_b
+    assert half_a | half_b == everything
