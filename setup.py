@@ -44,6 +44,7 @@ setuptools.setup(
             "nasseg-train=nasseg_tf.cli.train:run",
             "nasseg-eval=nasseg_tf.cli.eval:run",
             "nasseg-predict=nasseg_tf.cli.predict:run",
+            "nasseg-search-autodeeplab=nasseg_tf.cli.search_autodeeplab:run",
         ]
     },
 )

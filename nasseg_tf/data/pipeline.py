@@ -156,26 +156,32 @@ def _shard_for_pipeline(files: List[str], input_context
     return files, (count, index)
 
 
-def _file_records(subset: Optional[Tuple[int, int]]):
-    """``path -> records``; with ``subset=(count, index)`` every count-th record of each
-    file from position ``index`` (a split that is stable across epochs)."""
-    if subset is None:
-        return tf.data.TFRecordDataset
-    return lambda path: tf.data.TFRecordDataset(path).shard(*subset)
-
-
 def _record_dataset(files: Sequence[str], *, training: bool, seed: int,
                     shuffle_buffer: int, cycle_length: int,
                     record_shard: Optional[Tuple[int, int]] = None,
                     subset: Optional[Tuple[int, int]] = None) -> tf.data.Dataset:
-    """Serialized records; for training, files and records are shuffled by ``seed``."""
-    if not training:
+    """Serialized records; for training, files and records are shuffled by ``seed``.
+
+    With ``subset=(count, index)`` the records are enumerated in a fixed order (files
+    in the given order, records in file order) and every count-th one from ``index`` is
+    kept before any shuffling, so the subset is the same in every epoch and the subsets
+    of different indices are disjoint.
+    """
+    if subset is not None:
         dataset = tf.data.Dataset.from_tensor_slices(list(files)).flat_map(
-            _file_records(subset))
+            tf.data.TFRecordDataset).shard(*subset)
+        if record_shard:
+            dataset = dataset.shard(*record_shard)
+        if training:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed + 1,
+                                      reshuffle_each_iteration=True)
+        return dataset
+    if not training:
+        dataset = tf.data.TFRecordDataset(list(files))
         return dataset.shard(*record_shard) if record_shard else dataset
     dataset = tf.data.Dataset.from_tensor_slices(list(files))
     dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.interleave(_file_records(subset),
+    dataset = dataset.interleave(tf.data.TFRecordDataset,
                                  cycle_length=max(1, min(cycle_length, len(files))),
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if record_shard:
@@ -244,7 +250,7 @@ def build_dataset(file_pattern: Union[str, Sequence[str]], *, num_classes: int,
         start_batch: Training only: start the stream at this batch, exactly where an
             uninterrupted run with the same seed would be (the training loop resumes
             with it). Skipped records are read but not decoded.
-        subset: ``(count, index)``: use only every count-th record of each file,
+        subset: ``(count, index)``: use only every count-th record (in file order),
             starting at ``index`` — a split fixed across epochs, e.g. the halves
             trainA / trainB of the Auto-DeepLab search are ``(2, 0)`` and ``(2, 1)``.
 

@@ -49,8 +49,17 @@ class Task:
         """Distributed datasets (a tuple) positioned at ``start_step``."""
         raise NotImplementedError
 
-    def train_step(self, step, *batches):
+    def train_step(self, step, *batches, phase=None):
         raise NotImplementedError
+
+    def phase(self, step):
+        """A hashable naming the kind of step ``step`` is (default: one kind).
+
+        The loop compiles one step function per phase, so a task can change what a step
+        does (e.g. architecture updates only after a warm-up) without a ``tf.cond``
+        around optimizer updates, which cross-replica updates do not allow.
+        """
+        return None
 
     def learning_rates(self, step):
         """``{name: float}`` learning rates at ``step`` (for display and summaries)."""
@@ -113,13 +122,16 @@ class TrainLoop:
                              f"{start}, past total_steps={self.total_steps}")
         return start
 
-    def _compile_step(self, iterators):
+    def _compile_step(self, iterators, phase):
         task, strategy, step_var = self.task, self.strategy, self.step
+
+        def replica_step(step, *batches):
+            return task.train_step(step, *batches, phase=phase)
 
         @tf.function
         def train_step():
             batches = tuple(next(it) for it in iterators)
-            outputs = strategy.run(task.train_step, args=(step_var,) + batches)
+            outputs = strategy.run(replica_step, args=(step_var,) + batches)
             step_var.assign_add(1)
             return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                     for k, v in outputs.items()}
@@ -140,7 +152,7 @@ class TrainLoop:
             return {"step": start, "resumed_from": self.restored_from}
         inputs = self.task.make_inputs(self.strategy, start)
         iterators = tuple(iter(d) for d in inputs)
-        train_step = self._compile_step(iterators)
+        compiled = {}
         bar = (keras.utils.Progbar(self.total_steps, unit_name="step",
                                    stateful_metrics=["lr", "steps/s"])
                if self.progress and self.is_chief else None)
@@ -149,14 +161,16 @@ class TrainLoop:
         last_good = self.manager.latest_checkpoint
         metrics = {}
         tic = time.perf_counter()
-        first_call = True
         for step in range(start + 1, self.total_steps + 1):
+            phase = self.task.phase(step - 1)
+            first_call = phase not in compiled
+            if first_call:
+                compiled[phase] = self._compile_step(iterators, phase)
             t0 = time.perf_counter()
-            metrics = {k: float(v) for k, v in train_step().items()}
+            metrics = {k: float(v) for k, v in compiled[phase]().items()}
             elapsed = time.perf_counter() - t0
             if first_call:
                 metrics["first_call_seconds"] = elapsed
-                first_call = False
             bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
             if bad:
                 raise NonFiniteLossError(

@@ -88,7 +88,7 @@ class SegmentationTask(Task):
         return (strategy.distribute_datasets_from_function(
             lambda ctx: self.input_fn(ctx, start_step)),)
 
-    def train_step(self, step, batch):
+    def train_step(self, step, batch, phase=None):
         images, labels = batch
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.model.trainable_variables

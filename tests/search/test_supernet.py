@@ -48,6 +48,10 @@ def _normal(shape, seed):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
+def _json(config):
+    return json.dumps(config, sort_keys=True)
+
+
 def _close(a, b, atol=1e-5):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=atol)
 
@@ -75,11 +79,17 @@ def test_search_cell_shapes_config_and_gradients_for_weights_and_alpha():
     assert len(cell.edge_ops) == 20 * 7 and "none" not in SEARCH_OPS
     assert cell.edge_ops[0].name == "block0_in0_max_pool_3x3"
     assert cell.edge_ops[-1].name == "block4_in5_atrous_conv_5x5"
+    # Trainable weights: two 1×1 preprocessing kernels, then per edge sep 3×3 and 5×5
+    # (2 × depthwise + pointwise), atrous 3×3 and 5×5 (regular C→C); pools, skip: none.
+    per_edge = 2 * (9 * 4 + 16) + 2 * (25 * 4 + 16) + 9 * 16 + 25 * 16
+    assert sum(int(np.prod(v.shape)) for v in cell.trainable_variables) == (
+        12 * 4 + 20 * 4 + 20 * per_edge)
 
     config = cell.get_config()
     clone = SearchCell.from_config(config)
-    assert json.dumps(clone.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cell))
+    assert _json(clone.get_config()) == _json(config)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(cell))
     assert type(restored) is SearchCell
     clone(x, alpha)
     clone.set_weights(cell.get_weights())
@@ -123,7 +133,8 @@ def test_search_cell_is_the_alpha_weighted_sum_over_all_inputs():
 
 def test_search_cell_tiles_prev_prev_for_sources_stacked_on_the_batch():
     cell = SearchCell(2, num_blocks=2)
-    a, b, prev_prev = _normal((2, 5, 5, 4), 0), _normal((2, 5, 5, 4), 1), _normal((2, 9, 9, 3), 2)
+    a, b = _normal((2, 5, 5, 4), 0), _normal((2, 5, 5, 4), 1)
+    prev_prev = _normal((2, 9, 9, 3), 2)
     alpha = _alpha_weights(2)
     stacked = cell([np.concatenate([a, b]), prev_prev], alpha, training=False)
     separate = [cell([h, prev_prev], alpha, training=False) for h in (a, b)]
@@ -206,14 +217,15 @@ def test_supernet_logits_have_the_input_size(small, size):
     logits = small(_normal((2, size, size, 3), size), training=False)
     assert tuple(logits.shape) == (2, size, size, 3)
     assert np.all(np.isfinite(logits))
-    assert [h.filters for h in small.heads] == [10, 20, 40, 80]  # B·F·s/4
+    assert [h.filters for h in small.heads] == [4, 8, 16, 32]  # B·F·s/4 with B=2, F=2
     assert [h.atrous_rates for h in small.heads] == [(24,), (12,), (6,), (3,)]
 
 
 def test_gradients_reach_alpha_beta_and_every_weight(small):
     x = _normal((2, 33, 33, 3), 0)
     proj = tf.constant(_normal((2, 33, 33, 3), 1))
-    assert not {id(v) for v in small.arch_variables} & {id(v) for v in small.weight_variables}
+    arch_ids = {id(v) for v in small.arch_variables}
+    assert not arch_ids & {id(v) for v in small.weight_variables}
     assert len(small.weight_variables) + 2 == len(small.trainable_variables)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(small(x, training=True) * proj)
@@ -231,7 +243,7 @@ def test_gradients_reach_alpha_beta_and_every_weight(small):
 def test_stacked_and_unstacked_sources_agree_in_inference(small):
     config = small.get_config()
     clone = AutoDeepLabSupernet.from_config(config)
-    assert json.dumps(clone.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
+    assert _json(clone.get_config()) == _json(config)
     unstacked = AutoDeepLabSupernet.from_config({**config, "stack_sources": False})
     unstacked.build((2, 33, 33, 3))
     unstacked.set_weights(small.get_weights())
@@ -251,11 +263,11 @@ def test_nodes_are_beta_weighted_sums_of_their_cells(small):
         return small.cell(layer, level)([h_prev, h_prev_prev], aw, training=False)
 
     def up(layer, level, h, like):
-        return small.ups[small._up_index[(layer, level)]](
+        return small.get_layer(f"up_{layer}_{level}")(
             resize_bilinear(h, spatial_size(like)), training=False)
 
     def down(layer, level, h):
-        return small.downs[small._down_index[(layer, level)]](h, training=False)
+        return small.get_layer(f"down_{layer}_{level}")(h, training=False)
 
     stem1, stem = nodes[(-2, -1)], nodes[(-1, 0)]
     # Layer 0: one source each (the stem); H^{l-2} = the stem's second conv.
@@ -328,7 +340,17 @@ def test_remat_gives_the_same_gradients():
 _JAX_SCRIPT = textwrap.dedent("""
     import os, sys, json
     os.environ["KERAS_BACKEND"] = "jax"
-    import numpy as np, keras
+    import jax, numpy as np
+    from keras.src.backend import random as backend_random
+
+    # The weights come from the TF model: skip random initialisation, which on JAX
+    # compiles one program per variable shape (~25 s of the test otherwise).
+    def _zeros(shape, *args, dtype=None, **kwargs):
+        return np.zeros(shape, dtype or "float32")
+
+    for name in ("normal", "truncated_normal", "uniform"):
+        setattr(backend_random, name, _zeros)
+
     from nasseg_tf.search.supernet import AutoDeepLabSupernet
     folder = sys.argv[1]
     with open(os.path.join(folder, "config.json")) as f:
@@ -336,7 +358,11 @@ _JAX_SCRIPT = textwrap.dedent("""
     x = np.load(os.path.join(folder, "x.npy"))
     model.build(x.shape)
     model.load_weights(os.path.join(folder, "model.weights.h5"))
-    np.save(os.path.join(folder, "y.npy"), np.asarray(model(x, training=False)))
+    forward = jax.jit(lambda trainable, non_trainable, x: model.stateless_call(
+        trainable, non_trainable, x, training=False)[0])
+    y = forward([v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables], x)
+    np.save(os.path.join(folder, "y.npy"), np.asarray(y))
 """)
 
 
@@ -350,8 +376,9 @@ def test_jax_backend_forward_matches_tensorflow(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(model.get_config()))
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     try:
-        subprocess.run([sys.executable, "-c", _JAX_SCRIPT, str(tmp_path)], env=env,
-                       check=True, timeout=60, capture_output=True)
+        result = subprocess.run([sys.executable, "-c", _JAX_SCRIPT, str(tmp_path)],
+                                env=env, timeout=60, capture_output=True, text=True)
     except subprocess.TimeoutExpired:
         pytest.skip("JAX forward took over 60 s")
+    assert result.returncode == 0, result.stderr[-3000:]
     _close(np.load(tmp_path / "y.npy"), model(x, training=False), atol=1e-4)

@@ -128,7 +128,7 @@ class _NaNAfter(Task):
     def make_inputs(self, strategy, start_step):
         return (tf.data.Dataset.from_tensors(1.0).repeat(),)
 
-    def train_step(self, step, batch):
+    def train_step(self, step, batch, phase=None):
         self.w.assign_add(batch)
         nan = tf.where(step + 1 >= self.bad_step, np.nan, 0.0)
         return {"loss": self.w + nan}

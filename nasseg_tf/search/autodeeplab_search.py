@@ -1,0 +1,210 @@
+"""Auto-DeepLab bilevel search on the one training loop (Liu et al. 2019, §4.1).
+
+First-order alternation (DARTS-style): the training set is split into halves trainA and
+trainB (fixed record subsets); each step updates the network weights w on a trainA
+batch and, after ``warmup_steps``, the architecture parameters α, β on a trainB batch.
+
+* w: SGD, momentum 0.9, cosine learning rate 0.025 → 0.001, weight decay 3e-4;
+* α, β: Adam, learning rate 3e-3, weight decay 1e-3.
+
+Weight decay uses Keras' optimizer ``weight_decay`` (decoupled, applied to every
+variable the optimizer updates); the paper's PyTorch code added it to the gradient —
+with SGD the two coincide up to the momentum term.
+
+The warm-up is a *phase* of the loop (see ``Task.phase``): steps before it compile a
+weight-only step, later steps a weight + architecture step, so α and β provably stay
+at their initial values during warm-up. Every ``decode_every`` steps (and at the end)
+the current α/β are decoded (top-2 + argmax cell, Viterbi path) and written to
+``genotype.json`` (the format the zoo reads), with PNG pictures of the cell and of the
+path on the trellis and α/β entropies in TensorBoard.
+"""
+
+import dataclasses
+import os
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nasseg_tf.data import build_dataset
+from nasseg_tf.search import decode, plots
+from nasseg_tf.search.supernet import AutoDeepLabSupernet
+from nasseg_tf.train import strategies
+from nasseg_tf.train.checkpointing import checkpoint_items
+from nasseg_tf.train.experiment import DataConfig, write_operative_config, write_run_files
+from nasseg_tf.train.loop import Task, TrainLoop
+from nasseg_tf.train.losses import masked_cross_entropy
+
+
+@gin.configurable("Supernet")
+def build_supernet(num_classes, num_layers=12, filter_multiplier=8, num_blocks=5,
+                   stack_sources=True, remat=False, affine=False, seed=0):
+    """The search network (see :class:`AutoDeepLabSupernet`)."""
+    return AutoDeepLabSupernet(num_classes, num_layers=num_layers,
+                               filter_multiplier=filter_multiplier, num_blocks=num_blocks,
+                               stack_sources=stack_sources, remat=remat, affine=affine,
+                               seed=seed, name="supernet")
+
+
+@gin.configurable("Search")
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Search schedule (paper, Cityscapes: 40 epochs, α/β from epoch 20, batch 2, 321²)."""
+
+    steps: int = 1000
+    warmup_steps: int = 500
+    batch_size: int = 2
+    crop_size: tuple = (321, 321)
+    base_scale: float = 1.0
+    min_scale: float = 1.0
+    max_scale: float = 1.0
+    weight_learning_rate: float = 0.025
+    weight_end_learning_rate: float = 0.001
+    weight_momentum: float = 0.9
+    weight_decay: float = 3e-4
+    arch_learning_rate: float = 3e-3
+    arch_weight_decay: float = 1e-3
+    strategy: str = "default"
+    num_cpu_devices: int = 2
+    checkpoint_every: int = 100
+    max_to_keep: int = 3
+    decode_every: int = 100
+    summary_every: int = 10
+    shuffle_buffer: int = 256
+    seed: int = 0
+
+
+class AutoDeepLabSearchTask(Task):
+    """One search step: a weight update on trainA, then (after warm-up) α/β on trainB."""
+
+    def __init__(self, supernet_fn, input_fn_a, input_fn_b, cfg, ignore_label=255):
+        self.supernet_fn = supernet_fn
+        self.input_fn_a = input_fn_a
+        self.input_fn_b = input_fn_b
+        self.cfg = cfg
+        self.ignore_label = ignore_label
+
+    def build(self):
+        cfg = self.cfg
+        self.model = self.supernet_fn()
+        self.model.build((None, None, None, 3))
+        self.weight_lr = keras.optimizers.schedules.CosineDecay(
+            cfg.weight_learning_rate, max(1, cfg.steps),
+            alpha=cfg.weight_end_learning_rate / cfg.weight_learning_rate)
+        self.weight_optimizer = keras.optimizers.SGD(
+            self.weight_lr, momentum=cfg.weight_momentum, weight_decay=cfg.weight_decay,
+            name="weight_sgd")
+        self.weight_optimizer.build(self.model.weight_variables)
+        self.arch_optimizer = keras.optimizers.Adam(
+            cfg.arch_learning_rate, weight_decay=cfg.arch_weight_decay, name="arch_adam")
+        self.arch_optimizer.build(self.model.arch_variables)
+
+    def checkpoint_items(self):
+        return checkpoint_items(model=self.model, weight_optimizer=self.weight_optimizer,
+                                arch_optimizer=self.arch_optimizer)
+
+    def make_inputs(self, strategy, start_step):
+        return tuple(strategy.distribute_datasets_from_function(
+            lambda ctx, fn=fn: fn(ctx, start_step)) for fn in (self.input_fn_a,
+                                                              self.input_fn_b))
+
+    def phase(self, step):
+        return "bilevel" if step >= self.cfg.warmup_steps else "warmup"
+
+    def _update(self, batch, variables, optimizer):
+        images, labels = batch
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            loss = masked_cross_entropy(labels, self.model(images, training=True),
+                                        self.ignore_label)
+            scaled = loss / replicas
+        grads = tape.gradient(scaled, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss
+
+    def train_step(self, step, batch_a, batch_b, phase=None):
+        out = {"loss": self._update(batch_a, self.model.weight_variables,
+                                    self.weight_optimizer)}
+        if phase == "bilevel":
+            out["arch_loss"] = self._update(batch_b, self.model.arch_variables,
+                                            self.arch_optimizer)
+        return out
+
+    def learning_rates(self, step):
+        return {"lr": float(self.weight_lr(step))}
+
+
+def _input_fn(info, pattern, cfg, subset):
+    def input_fn(ctx, start_batch):
+        return build_dataset(
+            pattern, num_classes=info.num_classes, ignore_label=info.ignore_label,
+            training=True, batch_size=ctx.get_per_replica_batch_size(cfg.batch_size),
+            crop_size=tuple(cfg.crop_size), min_scale=cfg.min_scale,
+            max_scale=cfg.max_scale, scale_step=None, base_scale=cfg.base_scale,
+            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed + subset[1],
+            input_context=ctx, start_batch=start_batch, subset=subset)
+    return input_fn
+
+
+def write_decoded(model, model_dir, step, writer=None):
+    """Decodes α/β; writes genotype.json (+ a per-step copy), cell and path PNGs."""
+    genotype = model.genotype(name=f"autodeeplab_search_step{step}")
+    genotype.save(os.path.join(model_dir, "genotype.json"))
+    os.makedirs(os.path.join(model_dir, "genotypes"), exist_ok=True)
+    genotype.save(os.path.join(model_dir, "genotypes", f"step_{step:07d}.json"))
+    alpha = keras.ops.convert_to_numpy(model.alpha)
+    betas = keras.ops.convert_to_numpy(model.beta)
+    plots.plot_cell(genotype.cell, os.path.join(model_dir, "cell.png"),
+                    title=f"searched cell, step {step}")
+    plots.plot_network_path(genotype.path, betas=betas,
+                            out_path=os.path.join(model_dir, "path.png"),
+                            title=f"searched path, step {step}")
+    if writer is not None:
+        with writer.as_default(step=step):
+            tf.summary.scalar("arch/alpha_entropy", decode.alpha_entropy(alpha))
+            tf.summary.scalar("arch/beta_entropy", decode.beta_entropy(betas))
+            tf.summary.text("arch/path", str(list(genotype.downsample_rates)))
+    return genotype
+
+
+def search(model_dir, progress=True, argv=None):
+    """Runs the gin-configured Auto-DeepLab search; resumes from ``model_dir``.
+
+    Returns:
+      dict with ``genotype`` (the final decoded NetworkGenotype), ``metrics``, ``model``,
+      ``loop`` and ``arch_history`` (α, β at every decode).
+    """
+    cfg, data = SearchConfig(), DataConfig()
+    if not 0 <= cfg.warmup_steps <= cfg.steps:
+        raise ValueError(f"Search.warmup_steps={cfg.warmup_steps} must be in "
+                         f"[0, steps={cfg.steps}]")
+    os.makedirs(model_dir, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    strategy = strategies.make_strategy(cfg.strategy, num_cpu_devices=cfg.num_cpu_devices)
+    info, train_pattern, _ = data.resolve(model_dir)
+    write_run_files(model_dir, argv)
+    task = AutoDeepLabSearchTask(
+        lambda: build_supernet(info.num_classes),
+        _input_fn(info, train_pattern, cfg, (2, 0)),
+        _input_fn(info, train_pattern, cfg, (2, 1)), cfg, info.ignore_label)
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "arch"))
+    arch_history = []
+
+    def decode_fn(step):
+        genotype = write_decoded(task.model, model_dir, step, writer)
+        arch_history.append({"step": step,
+                             "alpha": keras.ops.convert_to_numpy(task.model.alpha).copy(),
+                             "beta": keras.ops.convert_to_numpy(task.model.beta).copy()})
+        return {"path_level_mean": float(np.mean(genotype.path))}
+
+    loop = TrainLoop(task, strategy, model_dir, cfg.steps,
+                     checkpoint_every=cfg.checkpoint_every, summary_every=cfg.summary_every,
+                     eval_fn=decode_fn, eval_every=cfg.decode_every,
+                     max_to_keep=cfg.max_to_keep, progress=progress)
+    metrics = loop.run()
+    genotype = write_decoded(task.model, model_dir, cfg.steps, writer)
+    writer.flush()
+    write_operative_config(model_dir)
+    return {"genotype": genotype, "metrics": metrics, "model": task.model, "loop": loop,
+            "arch_history": arch_history}
