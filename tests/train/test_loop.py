@@ -154,12 +154,19 @@ GIN_FILES = sorted(glob.glob(os.path.join(REPO, "gin", "**", "*.gin"), recursive
 
 @pytest.mark.parametrize("path", GIN_FILES, ids=[os.path.relpath(p, REPO) for p in GIN_FILES])
 def test_every_gin_file_parses_and_builds_its_model(path):
+    from nasseg_tf.search import autodeeplab_search  # registers Supernet / Search
     experiment.parse_gin([path])
     if os.path.basename(path).startswith("base_"):
         return  # a fragment included by the others
+    from nasseg_tf.data import get_dataset_info  # pylint: disable=import-outside-toplevel
+    if os.sep + "search" + os.sep in path:
+        cfg = autodeeplab_search.SearchConfig()
+        info = get_dataset_info(experiment.DataConfig().dataset)
+        net = autodeeplab_search.build_supernet(info.num_classes)  # layers, no weights yet
+        assert net.num_layers >= 1 and 0 <= cfg.warmup_steps <= cfg.steps
+        return
     data = experiment.DataConfig()
     train_cfg = experiment.TrainConfig()
-    from nasseg_tf.data import get_dataset_info  # pylint: disable=import-outside-toplevel
     info = get_dataset_info(data.dataset)
     model = experiment.build_model(info.num_classes)
     assert model.output_shape[-1] == info.num_classes
