@@ -27,12 +27,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nasseg_tf.data import build_dataset
 from nasseg_tf.search import decode, plots
 from nasseg_tf.search.supernet import AutoDeepLabSupernet
 from nasseg_tf.train import strategies
 from nasseg_tf.train.checkpointing import checkpoint_items
-from nasseg_tf.train.experiment import DataConfig, write_operative_config, write_run_files
+from nasseg_tf.train.experiment import (DataConfig, train_input_fn, write_operative_config,
+                                        write_run_files)
 from nasseg_tf.train.loop import Task, TrainLoop
 from nasseg_tf.train.losses import masked_cross_entropy
 
@@ -59,6 +59,7 @@ class SearchConfig:
     base_scale: float = 1.0
     min_scale: float = 1.0
     max_scale: float = 1.0
+    scale_step: float = None
     weight_learning_rate: float = 0.025
     weight_end_learning_rate: float = 0.001
     weight_momentum: float = 0.9
@@ -135,18 +136,6 @@ class AutoDeepLabSearchTask(Task):
         return {"lr": float(self.weight_lr(step))}
 
 
-def _input_fn(info, pattern, cfg, subset):
-    def input_fn(ctx, start_batch):
-        return build_dataset(
-            pattern, num_classes=info.num_classes, ignore_label=info.ignore_label,
-            training=True, batch_size=ctx.get_per_replica_batch_size(cfg.batch_size),
-            crop_size=tuple(cfg.crop_size), min_scale=cfg.min_scale,
-            max_scale=cfg.max_scale, scale_step=None, base_scale=cfg.base_scale,
-            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed + subset[1],
-            input_context=ctx, start_batch=start_batch, subset=subset)
-    return input_fn
-
-
 def write_decoded(model, model_dir, step, writer=None):
     """Decodes α/β; writes genotype.json (+ a per-step copy), cell and path PNGs."""
     genotype = model.genotype(name=f"autodeeplab_search_step{step}")
@@ -186,8 +175,9 @@ def search(model_dir, progress=True, argv=None):
     write_run_files(model_dir, argv)
     task = AutoDeepLabSearchTask(
         lambda: build_supernet(info.num_classes),
-        _input_fn(info, train_pattern, cfg, (2, 0)),
-        _input_fn(info, train_pattern, cfg, (2, 1)), cfg, info.ignore_label)
+        train_input_fn(info, train_pattern, cfg, subset=(2, 0)),
+        train_input_fn(info, train_pattern, cfg, subset=(2, 1), seed_offset=1),
+        cfg, info.ignore_label)
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "arch"))
     arch_history = []
 

@@ -174,15 +174,23 @@ def write_json(path, obj):
 # Train.
 
 
-def _train_input_fn(info, pattern, cfg):
+def train_input_fn(info, pattern, cfg, subset=None, seed_offset=0):
+    """``(input_context, start_batch) -> dataset`` of per-replica training batches.
+
+    ``cfg`` is any config with the training-input fields (``batch_size`` global,
+    ``crop_size``, ``min_scale``, ``max_scale``, ``base_scale``, ``shuffle_buffer``,
+    ``seed``; ``scale_step`` optional): :class:`TrainConfig` or the search's config.
+    ``subset`` selects a fixed record subset (the search's trainA / trainB halves).
+    """
     def input_fn(ctx, start_batch):
-        per_replica = ctx.get_per_replica_batch_size(cfg.batch_size)
         return build_dataset(
             pattern, num_classes=info.num_classes, ignore_label=info.ignore_label,
-            training=True, batch_size=per_replica, crop_size=tuple(cfg.crop_size),
-            min_scale=cfg.min_scale, max_scale=cfg.max_scale, scale_step=cfg.scale_step,
-            base_scale=cfg.base_scale, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-            input_context=ctx, start_batch=start_batch)
+            training=True, batch_size=ctx.get_per_replica_batch_size(cfg.batch_size),
+            crop_size=tuple(cfg.crop_size), min_scale=cfg.min_scale,
+            max_scale=cfg.max_scale, scale_step=getattr(cfg, "scale_step", None),
+            base_scale=cfg.base_scale, shuffle_buffer=cfg.shuffle_buffer,
+            seed=cfg.seed + seed_offset, input_context=ctx, start_batch=start_batch,
+            subset=subset)
     return input_fn
 
 
@@ -228,7 +236,7 @@ def _train(model_dir, cfg, data, eval_cfg, progress, argv):
                                        cfg.end_learning_rate, cfg.power, cfg.warmup_steps)
     task = SegmentationTask(
         model_fn=lambda: build_model(info.num_classes),
-        input_fn=_train_input_fn(info, train_pattern, cfg),
+        input_fn=train_input_fn(info, train_pattern, cfg),
         learning_rate=learning_rate, momentum=cfg.momentum,
         weight_decay=cfg.weight_decay, ignore_label=info.ignore_label,
         loss_scale=cfg.mixed_precision == "mixed_float16")

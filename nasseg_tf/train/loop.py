@@ -138,10 +138,6 @@ class TrainLoop:
 
         return train_step
 
-    def _save(self, step):
-        path = self.manager.save(checkpoint_number=step)
-        return path
-
     # ------------------------------------------------------------------------------
     def run(self):
         """Trains to ``total_steps``; returns the last step's metrics (floats)."""
@@ -193,7 +189,7 @@ class TrainLoop:
             self.history.append({"step": step, **metrics})
             is_last = step == self.total_steps
             if is_last or (self.checkpoint_every and step % self.checkpoint_every == 0):
-                last_good = self._save(step)
+                last_good = self.manager.save(checkpoint_number=step)
             if self.eval_fn is not None and (is_last or (
                     self.eval_every and step % self.eval_every == 0)):
                 scores = self.eval_fn(step)
