@@ -42,6 +42,11 @@ def _final_weights(model_dir, worker=None):
         "step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+def _latest_step_at_least(folder, step):
+    latest = tf.train.latest_checkpoint(folder) if os.path.isdir(folder) else None
+    return latest is not None and int(latest.rsplit("-", 1)[1]) >= step
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("demo_data"))
@@ -59,7 +64,9 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data_dir):
     proc = subprocess.Popen(_train_cmd(killed, data_dir, *steps), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not glob.glob(os.path.join(killed, "checkpoints", "ckpt-4.index")):
+    # Wait for the checkpoint *state* file to name ckpt-4 or later: the shard files
+    # (ckpt-4.index) appear before the state file is (atomically) updated.
+    while not _latest_step_at_least(os.path.join(killed, "checkpoints"), 4):
         assert proc.poll() is None, "training ended before it could be killed"
         assert time.time() < deadline
         time.sleep(0.05)
