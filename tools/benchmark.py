@@ -3,8 +3,14 @@
 Usage:
     python tools/benchmark.py train --model=autodeeplab_s --crop=513x513 --batch=2 \
         --output=bench/train_adl_s.json
+    python tools/benchmark.py search --crop=65x65 --batch=2 --filter_multiplier=4 \
+        --num_layers=6 [--remat] --output=bench/search_65_f4_l6.json
 
-Subcommands: ``train`` (training and evaluation images/s, first-call time, peak RSS).
+Subcommands:
+  train   a zoo model: training and evaluation images/s, first-call time, peak RSS.
+  search  the Auto-DeepLab supernet: seconds per weight step and per architecture step,
+          first-call (trace + graph build) time of each, traced graph nodes, forward
+          Multiply-Adds, peak RSS (SPEC §6's table).
 Run each configuration in its own process (peak RSS is per process) and several times:
 this machine varies 20–40% between processes; quote medians.
 """
@@ -24,18 +30,33 @@ flags.DEFINE_integer("batch", 2, "Batch size.")
 flags.DEFINE_integer("num_classes", 19, "Classes.")
 flags.DEFINE_integer("steps", 5, "Timed training steps (after one warm-up).")
 flags.DEFINE_string("overrides", "{}", "JSON dict of zoo overrides.")
+flags.DEFINE_integer("filter_multiplier", 8, "search: F.")
+flags.DEFINE_integer("num_layers", 12, "search: L.")
+flags.DEFINE_bool("remat", False, "search: recompute each cell's activations in backward.")
+flags.DEFINE_enum("cell_type", "batched", ["batched", "per_edge"], "search: cell graph.")
 flags.DEFINE_string("output", None, "JSON output file (also printed).")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    if len(argv) != 2 or argv[1] not in ("train",):
-        raise app.UsageError("expected a subcommand: train")
-    from nasseg_tf.bench.train_bench import bench_train  # pylint: disable=import-outside-toplevel
+SUBCOMMANDS = ("train", "search")
 
-    result = bench_train(FLAGS.model, parse_size(FLAGS.crop), FLAGS.batch,
-                         FLAGS.num_classes, FLAGS.steps,
-                         overrides=json.loads(FLAGS.overrides))
+
+def main(argv):
+    if len(argv) != 2 or argv[1] not in SUBCOMMANDS:
+        raise app.UsageError(f"expected a subcommand: {' | '.join(SUBCOMMANDS)}")
+    # pylint: disable=import-outside-toplevel
+    if argv[1] == "train":
+        from nasseg_tf.bench.train_bench import bench_train
+
+        result = bench_train(FLAGS.model, parse_size(FLAGS.crop), FLAGS.batch,
+                             FLAGS.num_classes, FLAGS.steps,
+                             overrides=json.loads(FLAGS.overrides))
+    else:
+        from nasseg_tf.bench.search_bench import bench_search
+
+        result = bench_search(parse_size(FLAGS.crop), FLAGS.batch, FLAGS.filter_multiplier,
+                              FLAGS.num_layers, FLAGS.num_classes, remat=FLAGS.remat,
+                              cell_type=FLAGS.cell_type, steps=FLAGS.steps)
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
     if FLAGS.output:

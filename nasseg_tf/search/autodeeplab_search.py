@@ -11,9 +11,11 @@ Weight decay uses Keras' optimizer ``weight_decay`` (decoupled, applied to every
 variable the optimizer updates); the paper's PyTorch code added it to the gradient —
 with SGD the two coincide up to the momentum term.
 
-The warm-up is a *phase* of the loop (see ``Task.phase``): steps before it compile a
-weight-only step, later steps a weight + architecture step, so α and β provably stay
-at their initial values during warm-up. Every ``decode_every`` steps (and at the end)
+The warm-up is a *phase* of the loop (see ``Task.phase``): steps before it run only the
+compiled weight step, later steps the same weight step and then a compiled architecture
+step (``Task.step_parts``), so α and β provably stay at their initial values during
+warm-up and the weight step is traced once. trainB batches are drawn only by
+architecture steps. Every ``decode_every`` steps (and at the end)
 the current α/β are decoded (top-2 + argmax cell, Viterbi path) and written to
 ``genotype.json`` (the format the zoo reads), with PNG pictures of the cell and of the
 path on the trellis and α/β entropies in TensorBoard.
@@ -39,12 +41,13 @@ from nasseg_tf.train.losses import masked_cross_entropy
 
 @gin.configurable("Supernet")
 def build_supernet(num_classes, num_layers=12, filter_multiplier=8, num_blocks=5,
-                   stack_sources=True, remat=False, affine=False, seed=0):
+                   stack_sources=True, remat=False, affine=False, cell_type="batched",
+                   seed=0):
     """The search network (see :class:`AutoDeepLabSupernet`)."""
     return AutoDeepLabSupernet(num_classes, num_layers=num_layers,
                                filter_multiplier=filter_multiplier, num_blocks=num_blocks,
                                stack_sources=stack_sources, remat=remat, affine=affine,
-                               seed=seed, name="supernet")
+                               cell_type=cell_type, seed=seed, name="supernet")
 
 
 @gin.configurable("Search")
@@ -106,12 +109,20 @@ class AutoDeepLabSearchTask(Task):
                                 arch_optimizer=self.arch_optimizer)
 
     def make_inputs(self, strategy, start_step):
+        # trainA feeds every step; trainB only the architecture steps after the warm-up,
+        # so its position is the number of architecture steps taken so far.
+        starts = (start_step, max(0, start_step - self.cfg.warmup_steps))
         return tuple(strategy.distribute_datasets_from_function(
-            lambda ctx, fn=fn: fn(ctx, start_step)) for fn in (self.input_fn_a,
-                                                              self.input_fn_b))
+            lambda ctx, fn=fn, start=start: fn(ctx, start))
+            for fn, start in zip((self.input_fn_a, self.input_fn_b), starts))
 
     def phase(self, step):
         return "bilevel" if step >= self.cfg.warmup_steps else "warmup"
+
+    def step_parts(self, phase):
+        # The weight step is one compiled function shared by both phases.
+        weights = ("weights", (0,))
+        return (weights, ("arch", (1,))) if phase == "bilevel" else (weights,)
 
     def _update(self, batch, variables, optimizer):
         images, labels = batch
@@ -124,13 +135,14 @@ class AutoDeepLabSearchTask(Task):
         optimizer.apply_gradients(zip(grads, variables))
         return loss
 
-    def train_step(self, step, batch_a, batch_b, phase=None):
-        out = {"loss": self._update(batch_a, self.model.weight_variables,
-                                    self.weight_optimizer)}
-        if phase == "bilevel":
-            out["arch_loss"] = self._update(batch_b, self.model.arch_variables,
-                                            self.arch_optimizer)
-        return out
+    def train_step(self, step, batch, phase=None):
+        if phase == "weights":
+            return {"loss": self._update(batch, self.model.weight_variables,
+                                         self.weight_optimizer)}
+        if phase == "arch":
+            return {"arch_loss": self._update(batch, self.model.arch_variables,
+                                              self.arch_optimizer)}
+        raise ValueError(f"unknown search step part {phase!r}")
 
     def learning_rates(self, step):
         return {"lr": float(self.weight_lr(step))}

@@ -112,16 +112,20 @@ from nasseg_tf.layers.heads import ASPP
 from nasseg_tf.layers.ops import build_op
 from nasseg_tf.layers.resize import resize_bilinear, spatial_size
 from nasseg_tf.search import decode
+from nasseg_tf.search.batched_cell import (SEARCH_BN_MOMENTUM, BatchedSearchCell,
+                                          SearchCellBase)
 from nasseg_tf.search_space.primitives import NUM_BLOCKS, NUM_LEVELS, PRIMITIVES, ZERO_OP
 
-#: Batch-norm momentum of the supernet (see the module docstring).
-SEARCH_BN_MOMENTUM = 0.9
 #: The ops a search cell computes: every primitive except ``none``, in PRIMITIVES order.
 SEARCH_OPS = tuple(op for op in PRIMITIVES if op != ZERO_OP)
 #: Their columns in alpha.
 SEARCH_OP_COLUMNS = tuple(PRIMITIVES.index(op) for op in SEARCH_OPS)
 #: Atrous rate of a head's 3×3 branch times the level's downsample rate (96 / s).
 HEAD_RATE_NUMERATOR = 96
+#: Search-cell implementations: the same function, different graphs (see
+#: :mod:`nasseg_tf.search.batched_cell`). ``per_edge`` is the readable reference.
+CELL_TYPES = {"batched": BatchedSearchCell}
+
 #: Stem filters of the derived network (SPEC §2.5).
 STEM_FILTERS = (64, 64, 128)
 
@@ -136,25 +140,13 @@ def _make_non_affine(layer):
             sub.scale = False
 
 
-def _stack_factor(h_prev, h_prev_prev):
-    """How many stacked copies of the batch ``h_prev`` holds relative to ``h_prev_prev``."""
-    n_prev, n_prev_prev = ops.shape(h_prev)[0], ops.shape(h_prev_prev)[0]
-    if n_prev is None or n_prev_prev is None:  # symbolic call: shapes only
-        return 1
-    if isinstance(n_prev, int) and isinstance(n_prev_prev, int):
-        if n_prev % n_prev_prev:
-            raise ValueError(f"SearchCell: the batch of h_prev ({n_prev}) is not a "
-                             f"multiple of the batch of h_prev_prev ({n_prev_prev})")
-    return n_prev // n_prev_prev
-
-
 def _weighted_sum(outputs, weights):
     """``Σ_i weights[i] · outputs[i]`` as one stacked contraction (few graph nodes)."""
     return ops.tensordot(ops.stack(outputs, axis=-1), weights, axes=1)
 
 
 @keras.saving.register_keras_serializable(package="nasseg_tf")
-class SearchCell(keras.layers.Layer):
+class SearchCell(SearchCellBase):
     """The continuous relaxation of the Auto-DeepLab cell (Liu et al. 2019, §3.1, §4.1).
 
     Every block sums, over all its possible inputs j (0 = H^{l-1}, 1 = H^{l-2},
@@ -182,48 +174,22 @@ class SearchCell(keras.layers.Layer):
     H^{l-2} is then tiled k times, matching ``concatenate([x_1, ..., x_k], axis=0)``.
     """
 
-    def __init__(self, filters, num_blocks=NUM_BLOCKS, affine=False,
-                 bn_momentum=SEARCH_BN_MOMENTUM, bn_epsilon=BN_EPSILON, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.num_blocks = int(num_blocks)
-        self.affine = bool(affine)
-        self.bn_momentum = float(bn_momentum)
-        self.bn_epsilon = float(bn_epsilon)
-        self.num_edges = decode.num_cell_edges(self.num_blocks)
-        bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
-        self.preprocess_prev = ConvBN(self.filters, 1, pre_activation=True,
-                                      post_activation=False, name="prev_1x1", **bn)
-        self.preprocess_prev_prev = ConvBN(self.filters, 1, pre_activation=True,
-                                           post_activation=False, name="prev_prev_1x1",
-                                           **bn)
+    def _build_edges(self):
         # Flat, edge-major then SEARCH_OPS order: edge e's ops are [7e, 7e + 7).
         self.edge_ops = [
-            build_op(op, self.filters, 1, name=f"block{block}_in{source}_{op}", **bn)
+            build_op(op, self.filters, 1, name=f"block{block}_in{source}_{op}",
+                     **self._bn_kwargs())
             for block, source in decode.cell_edge_index(self.num_blocks)
             for op in SEARCH_OPS
         ]
         if not self.affine:
-            _make_non_affine(self)
+            for op in self.edge_ops:
+                _make_non_affine(op)
 
-    def build(self, input_shape):
-        prev_shape, prev_prev_shape = (tuple(s) for s in input_shape)
-        self.preprocess_prev.build(prev_shape)
-        self.preprocess_prev_prev.build(prev_prev_shape)
-        state_shape = tuple(prev_shape[:3]) + (self.filters,)
-        for op in self.edge_ops:
-            op.build(state_shape)
+    def _edge_layers(self):
+        return self.edge_ops
 
-    def call(self, inputs, alpha_weights, training=None):
-        h_prev, h_prev_prev = inputs
-        h_prev_prev = resize_bilinear(h_prev_prev, spatial_size(h_prev))
-        states = [self.preprocess_prev(h_prev, training=training),
-                  self.preprocess_prev_prev(h_prev_prev, training=training)]
-        copies = _stack_factor(h_prev, h_prev_prev)
-        if not (isinstance(copies, int) and copies == 1):
-            states[1] = ops.tile(states[1], (copies, 1, 1, 1))
-        weights = ops.take(ops.cast(alpha_weights, states[0].dtype),
-                           list(SEARCH_OP_COLUMNS), axis=1)
+    def _blocks(self, states, weights, training):
         num_ops = len(SEARCH_OPS)
         for block in range(self.num_blocks):
             first = block * (block + 3) // 2  # alpha row of (block, input 0)
@@ -233,17 +199,9 @@ class SearchCell(keras.layers.Layer):
                        for source in range(num_inputs) for k in range(num_ops)]
             block_weights = ops.reshape(weights[first:first + num_inputs], (-1,))
             states.append(_weighted_sum(outputs, block_weights))
-        return ops.concatenate(states[2:], axis=-1)
 
-    def compute_output_shape(self, input_shape):
-        prev_shape = tuple(input_shape[0])
-        return prev_shape[:3] + (self.num_blocks * self.filters,)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(filters=self.filters, num_blocks=self.num_blocks, affine=self.affine,
-                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
-        return config
+CELL_TYPES["per_edge"] = SearchCell
 
 
 def transition_probabilities(betas):
@@ -290,6 +248,9 @@ class AutoDeepLabSupernet(keras.Model):
       stack_sources: run a node's sources through its cell once, stacked on the batch
         axis (same function in inference mode; see the module docstring).
       remat: rematerialise every cell call in the backward pass (:func:`keras.remat`).
+      cell_type: ``"batched"`` (default: the edges leaving a state computed together,
+        :class:`~nasseg_tf.search.batched_cell.BatchedSearchCell`) or ``"per_edge"``
+        (:class:`SearchCell`, one layer per edge and op); the same function.
       arch_init_stddev: α and β start as ``arch_init_stddev · N(0, 1)`` (paper: 1e-3).
       seed: seed of the α/β initialisation (None: random).
       bn_momentum, bn_epsilon: batch-norm settings of the whole supernet.
@@ -304,7 +265,8 @@ class AutoDeepLabSupernet(keras.Model):
 
     def __init__(self, num_classes, num_layers=12, filter_multiplier=8,
                  num_blocks=NUM_BLOCKS, stem_filters=STEM_FILTERS, affine=False,
-                 stack_sources=True, remat=False, arch_init_stddev=1e-3, seed=None,
+                 stack_sources=True, remat=False, cell_type="batched",
+                 arch_init_stddev=1e-3, seed=None,
                  bn_momentum=SEARCH_BN_MOMENTUM, bn_epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
@@ -319,6 +281,9 @@ class AutoDeepLabSupernet(keras.Model):
         self.affine = bool(affine)
         self.stack_sources = bool(stack_sources)
         self.remat = bool(remat)
+        if cell_type not in CELL_TYPES:
+            raise ValueError(f"cell_type: unknown {cell_type!r}; known: {sorted(CELL_TYPES)}")
+        self.cell_type = cell_type
         self.arch_init_stddev = float(arch_init_stddev)
         self.seed = None if seed is None else int(seed)
         self.bn_momentum = float(bn_momentum)
@@ -347,7 +312,7 @@ class AutoDeepLabSupernet(keras.Model):
                     self.node_channels(level), 1, pre_activation=True,
                     post_activation=False, name=f"up_{layer}_{level}", **bn))
             self._cell_index[(layer, level)] = len(self.cells)
-            self.cells.append(SearchCell(
+            self.cells.append(CELL_TYPES[self.cell_type](
                 self.filter_multiplier * 2 ** level, self.num_blocks, affine=self.affine,
                 name=f"cell_{layer}_{level}", **bn))
 
@@ -556,7 +521,7 @@ class AutoDeepLabSupernet(keras.Model):
             num_classes=self.num_classes, num_layers=self.num_layers,
             filter_multiplier=self.filter_multiplier, num_blocks=self.num_blocks,
             stem_filters=list(self.stem_filters), affine=self.affine,
-            stack_sources=self.stack_sources, remat=self.remat,
+            stack_sources=self.stack_sources, remat=self.remat, cell_type=self.cell_type,
             arch_init_stddev=self.arch_init_stddev, seed=self.seed,
             bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
         return config

@@ -137,7 +137,14 @@ def _atomic_write(path, text):
 
 
 def parse_gin(gin_files=(), gin_bindings=(), finalize=True):
-    """Parses gin files and bindings; errors name the bad binding or file."""
+    """Parses gin files and bindings; errors name the bad binding or file.
+
+    Every configurable of the package is registered first (the search modules register
+    theirs on import, and gin refuses new ones once a config is finalised).
+    """
+    # pylint: disable=import-outside-toplevel,unused-import
+    from nasseg_tf.search import autodeeplab_search  # noqa: F401  (Supernet, Search)
+
     gin.clear_config()
     for path in gin_files:
         if not os.path.exists(path):

@@ -55,11 +55,23 @@ class Task:
     def phase(self, step):
         """A hashable naming the kind of step ``step`` is (default: one kind).
 
-        The loop compiles one step function per phase, so a task can change what a step
-        does (e.g. architecture updates only after a warm-up) without a ``tf.cond``
-        around optimizer updates, which cross-replica updates do not allow.
+        A task can change what a step does (e.g. architecture updates only after a
+        warm-up) by returning different phases, without a ``tf.cond`` around optimizer
+        updates, which cross-replica updates do not allow.
         """
         return None
+
+    def step_parts(self, phase):
+        """The compiled pieces one step of ``phase`` runs, in order.
+
+        Returns ``((part, inputs), ...)``: ``part`` is passed to :meth:`train_step` as
+        ``phase=part`` and ``inputs`` lists which of :meth:`make_inputs`' datasets the
+        part draws one batch from (``None``: all of them). The loop compiles one
+        ``tf.function`` per part name and reuses it in every phase listing it, so e.g.
+        a search's weight step is traced once, not once per phase. Default: one part,
+        the phase itself, drawing from every dataset.
+        """
+        return ((phase, None),)
 
     def learning_rates(self, step):
         """``{name: float}`` learning rates at ``step`` (for display and summaries)."""
@@ -122,21 +134,38 @@ class TrainLoop:
                              f"{start}, past total_steps={self.total_steps}")
         return start
 
-    def _compile_step(self, iterators, phase):
+    def compile_part(self, iterators, part, inputs=None):
+        """One ``tf.function`` running ``task.train_step(step, *batches, phase=part)``.
+
+        It draws one batch from each iterator listed in ``inputs`` (None: all) and
+        returns the replica-averaged outputs; it does not advance the step counter.
+        """
         task, strategy, step_var = self.task, self.strategy, self.step
+        chosen = tuple(iterators) if inputs is None else tuple(iterators[i] for i in inputs)
 
         def replica_step(step, *batches):
-            return task.train_step(step, *batches, phase=phase)
+            return task.train_step(step, *batches, phase=part)
 
         @tf.function
-        def train_step():
-            batches = tuple(next(it) for it in iterators)
+        def train_part():
+            batches = tuple(next(it) for it in chosen)
             outputs = strategy.run(replica_step, args=(step_var,) + batches)
-            step_var.assign_add(1)
             return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                     for k, v in outputs.items()}
 
-        return train_step
+        return train_part
+
+    def _run_step(self, iterators, phase, compiled):
+        """Runs every part of one step; returns (metrics as floats, first call?)."""
+        first_call = False
+        metrics = {}
+        for part, inputs in self.task.step_parts(phase):
+            if part not in compiled:
+                compiled[part] = self.compile_part(iterators, part, inputs)
+                first_call = True
+            metrics.update({k: float(v) for k, v in compiled[part]().items()})
+        self.step.assign_add(1)
+        return metrics, first_call
 
     # ------------------------------------------------------------------------------
     def run(self):
@@ -158,12 +187,9 @@ class TrainLoop:
         metrics = {}
         tic = time.perf_counter()
         for step in range(start + 1, self.total_steps + 1):
-            phase = self.task.phase(step - 1)
-            first_call = phase not in compiled
-            if first_call:
-                compiled[phase] = self._compile_step(iterators, phase)
             t0 = time.perf_counter()
-            metrics = {k: float(v) for k, v in compiled[phase]().items()}
+            metrics, first_call = self._run_step(iterators, self.task.phase(step - 1),
+                                                 compiled)
             elapsed = time.perf_counter() - t0
             if first_call:
                 metrics["first_call_seconds"] = elapsed

@@ -1,0 +1,100 @@
+"""Auto-DeepLab search step cost on synthetic data (SPEC §6's table, our side).
+
+Measures, in one process, exactly the compiled pieces the search loop runs
+(:meth:`~nasseg_tf.train.loop.TrainLoop.compile_part`): the weight step (forward +
+backward + SGD on trainA) and the architecture step (forward + backward + Adam on α, β
+from trainB). For each: the first call (Python tracing + graph optimisation + the first
+run) and the median of the following calls; plus the traced graph's node count, the
+supernet's forward Multiply-Adds (TensorFlow's own FLOP count of the forward graph's
+conv/matmul ops, halved) and the process' peak resident memory.
+"""
+
+import resource
+import statistics
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nasseg_tf.search.autodeeplab_search import AutoDeepLabSearchTask, SearchConfig
+from nasseg_tf.search.supernet import AutoDeepLabSupernet
+from nasseg_tf.train.loop import TrainLoop
+
+
+def _peak_rss_gib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    {k: float(v) for k, v in out.items()}  # wait for the result
+    return time.perf_counter() - t0
+
+
+def _graph_nodes(part):
+    graph = part.get_concrete_function().graph
+    nodes = len(graph.get_operations())
+    for function in graph.as_graph_def().library.function:
+        nodes += len(function.node_def)
+    return nodes
+
+
+def forward_madds(model, crop_size, batch_size):
+    """Multiply-Adds of one training-mode forward pass, from TensorFlow's FLOP counter."""
+    from tensorflow.python.profiler import model_analyzer, option_builder  # noqa: PLC0415
+
+    spec = tf.TensorSpec((batch_size,) + tuple(crop_size) + (3,), tf.float32)
+    graph = tf.function(lambda x: model(x, training=True)).get_concrete_function(spec).graph
+    options = option_builder.ProfileOptionBuilder(
+        option_builder.ProfileOptionBuilder.float_operation()).with_empty_output().build()
+    flops = model_analyzer.profile(graph, options=options).total_float_ops
+    return flops // 2
+
+
+def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_layers=6,
+                 num_classes=19, remat=False, cell_type="batched", steps=3, seed=0,
+                 count_madds=True):
+    """Runs the benchmark; returns a JSON-ready dict."""
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    h, w = crop_size
+
+    def input_fn(ctx, start):
+        del ctx, start
+        images = rng.uniform(0, 255, (batch_size, h, w, 3)).astype("float32")
+        labels = rng.integers(0, num_classes, (batch_size, h, w)).astype("int32")
+        return tf.data.Dataset.from_tensors((images, labels)).repeat()
+
+    cfg = SearchConfig(steps=1000, warmup_steps=0, batch_size=batch_size,
+                       crop_size=tuple(crop_size))
+    task = AutoDeepLabSearchTask(
+        lambda: AutoDeepLabSupernet(num_classes, num_layers=num_layers,
+                                    filter_multiplier=filter_multiplier, remat=remat,
+                                    cell_type=cell_type, seed=seed, name="supernet"),
+        input_fn, input_fn, cfg)
+    strategy = tf.distribute.get_strategy()
+    result = {"benchmark": "search", "crop_size": list(crop_size), "batch_size": batch_size,
+              "filter_multiplier": filter_multiplier, "num_layers": num_layers,
+              "num_classes": num_classes, "remat": remat, "cell_type": cell_type,
+              "steps_timed": steps}
+    with tempfile.TemporaryDirectory() as model_dir:
+        loop = TrainLoop(task, strategy, model_dir, cfg.steps, progress=False)
+        loop._setup()  # pylint: disable=protected-access
+        iterators = tuple(iter(d) for d in task.make_inputs(strategy, 0))
+        result["weight_variables"] = int(sum(np.prod(v.shape)
+                                             for v in task.model.weight_variables))
+        for part, inputs in task.step_parts("bilevel"):
+            fn = loop.compile_part(iterators, part, inputs)
+            result[f"{part}_first_call_seconds"] = _timed(fn)
+            result[f"{part}_graph_nodes"] = _graph_nodes(fn)
+            times = [_timed(fn) for _ in range(steps)]
+            result[f"{part}_step_seconds_median"] = statistics.median(times)
+            result[f"{part}_step_seconds_all"] = times
+        result["peak_rss_gib"] = _peak_rss_gib()
+        if count_madds:
+            result["forward_madds"] = int(forward_madds(task.model, crop_size, batch_size))
+    result.update(tensorflow=tf.__version__, keras=keras.__version__)
+    return result
