@@ -5,8 +5,8 @@ Measures, in one process, exactly the compiled pieces the search loop runs
 backward + SGD on trainA) and the architecture step (forward + backward + Adam on α, β
 from trainB). For each: the first call (Python tracing + graph optimisation + the first
 run) and the median of the following calls; plus the traced graph's node count, the
-supernet's forward Multiply-Adds (TensorFlow's own FLOP count of the forward graph's
-conv/matmul ops, halved) and the process' peak resident memory.
+supernet's forward Multiply-Adds (:func:`graph_madds`) and the process' peak resident
+memory.
 """
 
 import resource
@@ -42,16 +42,48 @@ def _graph_nodes(part):
     return nodes
 
 
-def forward_madds(model, crop_size, batch_size):
-    """Multiply-Adds of one training-mode forward pass, from TensorFlow's FLOP counter."""
-    from tensorflow.python.profiler import model_analyzer, option_builder  # noqa: PLC0415
+def _static(shape):
+    dims = shape.as_list() if shape.rank is not None else None
+    if dims is None or any(d is None for d in dims):
+        raise ValueError(f"forward_madds: dynamic shape {shape}")
+    return dims
 
+
+def graph_madds(graph):
+    """Multiply-Adds of the conv / matmul ops of a traced graph with static shapes.
+
+    Counts ``Conv2D`` and ``DepthwiseConv2dNative`` as output elements × kernel taps ×
+    input channels per group (taps on zero padding included, as the usual counters do)
+    and ``MatMul`` / ``BatchMatMulV2`` / ``Einsum`` (two operands, one contracted axis
+    set) as the product of all distinct dimensions. TensorFlow runs atrous convs on CPU
+    as SpaceToBatchND → conv → BatchToSpaceND; their output size is taken after
+    BatchToSpaceND, so the count does not include the space-to-batch padding.
+    Element-wise ops, pooling, resizing and batch norm are not counted.
+    """
+    total = 0
+    for op in graph.get_operations():
+        if op.type in ("Conv2D", "DepthwiseConv2dNative"):
+            out = op.outputs[0]
+            for consumer in out.consumers():
+                if consumer.type == "BatchToSpaceND":
+                    out = consumer.outputs[0]
+            n, h, w, c_out = _static(out.shape)
+            kh, kw, c_in_group, _ = _static(op.inputs[1].shape)
+            taps = kh * kw * (c_in_group if op.type == "Conv2D" else 1)
+            total += n * h * w * c_out * taps
+        elif op.type in ("MatMul", "BatchMatMulV2", "Einsum"):
+            a, b = (_static(t.shape) for t in op.inputs[:2])
+            out = _static(op.outputs[0].shape)
+            contracted = int(np.prod(a)) * int(np.prod(b)) * int(np.prod(out))
+            total += int(round(contracted ** 0.5))  # = m·k·n for every 2-operand product
+    return total
+
+
+def forward_madds(model, crop_size, batch_size):
+    """Multiply-Adds of one training-mode forward pass (:func:`graph_madds`)."""
     spec = tf.TensorSpec((batch_size,) + tuple(crop_size) + (3,), tf.float32)
     graph = tf.function(lambda x: model(x, training=True)).get_concrete_function(spec).graph
-    options = option_builder.ProfileOptionBuilder(
-        option_builder.ProfileOptionBuilder.float_operation()).with_empty_output().build()
-    flops = model_analyzer.profile(graph, options=options).total_float_ops
-    return flops // 2
+    return graph_madds(graph)
 
 
 def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_layers=6,

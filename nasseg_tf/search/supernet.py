@@ -88,19 +88,21 @@ when the supernet is evaluated in inference mode.
   training mode the cell's batch norms then normalise with statistics over the union of
   the sources (one larger batch) instead of per source, and update their moving
   statistics once per step instead of once per source.
-* ``none`` is never computed; each block's ``(i+2)·7`` op outputs are combined by one
-  stacked contraction with the block's α weights, which keeps the graph small.
+* ``cell_type="batched"`` (default): the candidate ops on all edges leaving one cell
+  state are computed together (:mod:`nasseg_tf.search.batched_cell`): the same
+  function as the per-edge :class:`SearchCell` with about a third of its graph nodes
+  (one cell at B = 5, forward + weight gradient: 3.2k nodes instead of 11.5k).
 * ``remat=True`` wraps every cell call in :func:`keras.remat` (``tf.recompute_grad`` on
   TensorFlow): the cell's activations are recomputed in the backward pass. The forward
   of a rematerialised cell therefore runs twice per training step, so its batch norms
   update their moving statistics twice (checked on TF).
 
-Measured on the 2-core CPU (TF, 65², batch 2, F = 4, L = 6, forward + weight gradient in
-one ``tf.function``): stacking halves the traced graph (510k → 244k nodes), the first
-call (608 → 272 s), the step (2.1 → 1.2 s) and peak RSS (11.4 → 6.2 GiB); remat adds
-~50% nodes and raises peak RSS to 8.2 GiB at this size, where the graph, not the
-activations, dominates memory. Nearly all nodes come from the ~120 small conv + BN
-units per cell (Keras 3 BN is not fused: ~100 nodes each with its gradient).
+Measured on the 2-core CPU with ``tools/benchmark.py search`` (65², batch 2, F = 4,
+L = 6; figures and the other configurations in the README): weight step 0.58–0.82 s,
+architecture step 0.35–0.43 s, first call 97–113 s (weight step, 114k graph nodes) and
+63–68 s (architecture step, 74k nodes), peak RSS 2.8 GiB. The per-edge cell with
+stacking had 244k nodes and a 272 s first call for the weight step alone. Remat at this
+size adds nodes (150k) and memory (3.3 GiB): the graph, not the activations, dominates.
 """
 
 import keras

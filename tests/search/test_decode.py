@@ -262,3 +262,11 @@ def test_entropies():
     assert D.beta_entropy(np.zeros((3, 4, 3))) == pytest.approx(expected)
     peaked = D.encode_published("autodeeplab_cityscapes", strength=20.0)[1]
     assert D.beta_entropy(peaked) < D.beta_entropy(np.zeros_like(peaked))
+
+
+def test_count_paths_matches_enumeration_and_the_papers_figure():
+    for layers in range(1, 7):
+        assert D.count_paths(layers) == len(list(D.legal_paths(layers)))
+    assert D.count_paths(12) == 75025
+    # The paper's "2.9e4" network paths: the first layer fixed at downsample 4.
+    assert D.count_paths(12, first_levels=(0,)) == 28657

@@ -19,8 +19,8 @@ import tensorflow as tf
 from layer_checks import mirrored_strategy
 from nasseg_tf.layers.resize import resize_bilinear, spatial_size
 from nasseg_tf.search import decode as D
-from nasseg_tf.search.supernet import (SEARCH_OPS, AutoDeepLabSupernet, SearchCell,
-                                       transition_probabilities)
+from nasseg_tf.search.supernet import (CELL_TYPES, SEARCH_OPS, AutoDeepLabSupernet,
+                                       SearchCell, transition_probabilities)
 from nasseg_tf.search_space.genotypes import CellGenotype, Edge, NetworkGenotype
 from nasseg_tf.search_space.primitives import PRIMITIVES
 
@@ -151,11 +151,12 @@ def test_search_cell_batch_norms_follow_the_affine_flag(affine):
     assert SearchCell.from_config(cell.get_config()).affine == affine
 
 
-def test_search_cell_step_under_mirrored_strategy():
+@pytest.mark.parametrize("cell_type", ["per_edge", "batched"])
+def test_search_cell_step_under_mirrored_strategy(cell_type):
     strategy = mirrored_strategy()
     x = [_normal((2, 5, 5, 4), 0), _normal((2, 5, 5, 4), 1)]
     with strategy.scope():
-        cell = SearchCell(2, num_blocks=2)
+        cell = CELL_TYPES[cell_type](2, num_blocks=2)
         cell(x, _alpha_weights(2))
         alpha = keras.Variable(np.zeros((5, 8), "float32"), name="alpha")
         optimizer = keras.optimizers.SGD(0.1)

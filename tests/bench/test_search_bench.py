@@ -1,0 +1,30 @@
+"""The search benchmark: Multiply-Add counting from graphs, and a toy-size run."""
+
+import keras
+import tensorflow as tf
+
+from nasseg_tf import counting
+from nasseg_tf.bench.search_bench import bench_search, graph_madds
+
+
+def test_graph_madds_agrees_with_the_layer_counter_including_atrous_convs():
+    inputs = keras.Input((17, 19, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", dilation_rate=2, use_bias=False)(inputs)
+    x = keras.layers.DepthwiseConv2D(5, padding="same", depth_multiplier=2)(x)
+    x = keras.layers.Conv2D(4, 1)(x)
+    x = keras.layers.Dense(6)(x)
+    model = keras.Model(inputs, x)
+    spec = tf.TensorSpec((2, 17, 19, 3), tf.float32)
+    graph = tf.function(lambda t: model(t)).get_concrete_function(spec).graph
+    expected = counting.count(model, (17, 19), batch_size=2).madds
+    assert graph_madds(graph) == expected == 2 * 17 * 19 * (8 * 9 * 3 + 16 * 25 + 4 * 16 + 6 * 4)
+
+
+def test_search_benchmark_reports_both_steps():
+    result = bench_search(crop_size=(17, 17), batch_size=2, filter_multiplier=2,
+                          num_layers=1, num_classes=3, steps=1)
+    for part in ("weights", "arch"):
+        assert result[f"{part}_first_call_seconds"] > 0
+        assert result[f"{part}_step_seconds_median"] > 0
+        assert result[f"{part}_graph_nodes"] > 1000
+    assert result["forward_madds"] > 0 and result["peak_rss_gib"] > 0
