@@ -2,18 +2,25 @@
 
 Usage:
     nasseg-demo [--output_dir=demo_output] [--gin_bindings="Training.steps = 600"]
+                [--search_bindings="Search.steps = 120"]
 
 On the procedural street-scene dataset (generated on first use) it:
 
 1. prints Auto-DeepLab-S's size and cost beside the paper (the full model);
-2. trains a small Auto-DeepLab (published cell on a 6-layer path, F=8) with the one training
-   loop (gin file ``gin/demo/train_demo.gin``), resuming if rerun;
-3. evaluates it (mIoU, per-class IoU) against the majority-class baseline;
-4. exports a SavedModel, reloads it and segments a held-out image into PNGs;
-5. ends with ``demo: mIoU <x> (majority-class baseline <y>)``.
+2. runs a tiny Auto-DeepLab search (cell α + path β, gin file
+   ``gin/search/autodeeplab_demo.gin``) and decodes it to ``search/genotype.json``
+   with pictures of the cell and of the path;
+3. retrains the searched cell on the searched path from scratch with the one training
+   loop (``gin/demo/train_demo.gin`` + ``Model.genotype = search/genotype.json``);
+4. evaluates it (mIoU, per-class IoU) against the majority-class baseline;
+5. exports a SavedModel, reloads it and segments a held-out image into PNGs;
+6. prints the searched cell and path and ends with
+   ``demo: mIoU <x> (majority-class baseline <y>)``.
 
-Outputs in --output_dir: ``run/`` (checkpoints, TensorBoard, eval_results.json,
-pictures), ``export/`` (SavedModel), ``prediction_overlay.png``.
+Every stage resumes if the demo is rerun. Outputs in --output_dir: ``search/``
+(genotype.json, cell.png, path.png, checkpoints, TensorBoard), ``run/`` (the retrained
+model: checkpoints, TensorBoard, eval_results.json, pictures), ``export/`` (SavedModel),
+``prediction_overlay.png``.
 """
 
 import os
@@ -25,12 +32,15 @@ from absl import flags
 from nasseg_tf.cli import common
 
 DEMO_GIN = os.path.join("demo", "train_demo.gin")
+SEARCH_GIN = os.path.join("search", "autodeeplab_demo.gin")
 
 
 def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("output_dir", "demo_output", "Where the demo writes its files.",
                         flag_values=flag_values)
-    flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings for the demo run.",
+    flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings for the retraining.",
+                              flag_values=flag_values)
+    flags.DEFINE_multi_string("search_bindings", [], "Extra gin bindings for the search.",
                               flag_values=flag_values)
 
 
@@ -44,7 +54,7 @@ def gin_dir():
     return path
 
 
-def run_demo(output_dir, gin_bindings=(), log=print):
+def run_demo(output_dir, gin_bindings=(), search_bindings=(), log=print):
     """Runs the demo; returns a dict with the scores and the files written."""
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -54,25 +64,44 @@ def run_demo(output_dir, gin_bindings=(), log=print):
     from nasseg_tf.data import build_dataset  # pylint: disable=import-outside-toplevel
     from nasseg_tf.export import (dataset_metadata, export_saved_model,  # pylint: disable=import-outside-toplevel
                                   load_serving)
+    from nasseg_tf.search import autodeeplab_search  # pylint: disable=import-outside-toplevel
     from nasseg_tf.train import experiment, metrics  # pylint: disable=import-outside-toplevel
 
     t_start = time.time()
     os.makedirs(output_dir, exist_ok=True)
-    log("[1/5] Auto-DeepLab-S at the paper's setting (Cityscapes, 19 classes, 1024x2048):")
+    data_binding = f"Data.data_dir = '{os.path.join(output_dir, 'data')}'"
+    log("[1/6] Auto-DeepLab-S at the paper's setting (Cityscapes, 19 classes, 1024x2048):")
     log(describe_text(describe_model("autodeeplab_s", 19, (1024, 2048))))
+
+    search_dir = os.path.join(output_dir, "search")
+    experiment.parse_gin([os.path.join(gin_dir(), SEARCH_GIN)],
+                         [data_binding] + list(search_bindings))
+    scfg = autodeeplab_search.SearchConfig()
+    log(f"[2/6] searching cell and path on the demo dataset: {scfg.steps} steps, "
+        f"alpha/beta updated after step {scfg.warmup_steps} (the first step of each "
+        "phase traces the supernet: about a minute) ...")
+    searched = autodeeplab_search.search(search_dir, progress=True, argv=sys.argv)
+    genotype = searched["genotype"]
+    losses = [h["loss"] for h in searched["loop"].history]
+    if len(losses) >= 20:
+        log(f"      search loss {np.mean(losses[:10]):.3f} (first 10 steps) -> "
+            f"{np.mean(losses[-10:]):.3f} (last 10)")
+    genotype_path = os.path.join(search_dir, "genotype.json")
+    log(f"      decoded to {genotype_path}; pictures: {search_dir}/cell.png, "
+        f"{search_dir}/path.png; {time.time() - t_start:.0f}s so far")
 
     run_dir = os.path.join(output_dir, "run")
     experiment.parse_gin([os.path.join(gin_dir(), DEMO_GIN)],
-                         [f"Data.data_dir = '{os.path.join(output_dir, 'data')}'"]
+                         [data_binding, f"Model.genotype = '{genotype_path}'"]
                          + list(gin_bindings))
     cfg = experiment.TrainConfig()
-    log(f"[2/5] training a small Auto-DeepLab on the demo dataset for {cfg.steps} steps "
+    log(f"[3/6] retraining the searched architecture from scratch for {cfg.steps} steps "
         f"(batch {cfg.batch_size}, crops {cfg.crop_size[0]}x{cfg.crop_size[1]}) ...")
     out = experiment.train(run_dir, progress=True, argv=sys.argv)
     model = out["model"]
     log(f"      trained in {time.time() - t_start:.0f}s so far; checkpoints in {run_dir}")
 
-    log("[3/5] evaluation on the validation split (after the last step):")
+    log("[4/6] evaluation on the validation split (after the last step):")
     info, eval_pattern = out["dataset_info"], out["eval_pattern"]
     results = out["eval"] or experiment.run_evaluation(
         model, info, eval_pattern, experiment.EvalConfig(), run_dir,
@@ -83,10 +112,10 @@ def run_demo(output_dir, gin_bindings=(), log=print):
         log(f"      {name:12s} IoU {'-' if iou is None else f'{iou:.3f}'}")
 
     export_dir = os.path.join(output_dir, "export")
-    log(f"[4/5] exporting a SavedModel to {export_dir} ...")
+    log(f"[5/6] exporting a SavedModel to {export_dir} ...")
     export_saved_model(model, export_dir, metadata=dataset_metadata(info, model.name))
 
-    log("[5/5] reloading it and segmenting a validation image ...")
+    log("[6/6] reloading it and segmenting a validation image ...")
     serving = load_serving(export_dir).signatures["serving_default"]
     image, label = next(iter(build_dataset(eval_pattern, num_classes=info.num_classes,
                                            training=False)))
@@ -99,13 +128,18 @@ def run_demo(output_dir, gin_bindings=(), log=print):
                                       os.path.join(output_dir, "prediction_overlay.png"))
     log(f"      wrote {overlay_path} (image | ground truth | prediction)")
     log(f"      total time {time.time() - t_start:.0f}s")
+    log(f"searched architecture ({genotype_path}):")
+    for line in genotype.describe():
+        log(f"  {line}")
     log(f"demo: mIoU {results['miou']:.3f} (majority-class baseline {baseline['miou']:.3f})")
     return {"miou": results["miou"], "baseline_miou": baseline["miou"],
-            "overlay": overlay_path, "export_dir": export_dir, "run_dir": run_dir}
+            "overlay": overlay_path, "export_dir": export_dir, "run_dir": run_dir,
+            "search_dir": search_dir, "genotype": genotype, "model": model}
 
 
 main = common.make_main(
-    "nasseg-demo", lambda FLAGS: run_demo(FLAGS.output_dir, FLAGS.gin_bindings) and None)
+    "nasseg-demo", lambda FLAGS: run_demo(FLAGS.output_dir, FLAGS.gin_bindings,
+                                          FLAGS.search_bindings) and None)
 
 
 def run():

@@ -22,10 +22,11 @@ def _search(FLAGS):
     experiment.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     out = autodeeplab_search.search(FLAGS.model_dir, argv=sys.argv)
     genotype = out["genotype"]
-    print(f"nasseg-search-autodeeplab: path (downsample) {list(genotype.downsample_rates)}")
-    for i, block in enumerate(genotype.cell.blocks):
-        print(f"  block {i}: " + " + ".join(f"{e.op}(h{e.input})" for e in block))
-    print(f"  genotype: {FLAGS.model_dir}/genotype.json")
+    print("nasseg-search-autodeeplab: decoded architecture")
+    for line in genotype.describe():
+        print(f"  {line}")
+    print(f"  genotype: {FLAGS.model_dir}/genotype.json (retrain: nasseg-train ... "
+          f"--gin_bindings=\"Model.genotype = '{FLAGS.model_dir}/genotype.json'\")")
 
 
 main = common.make_main("nasseg-search-autodeeplab", _search,

@@ -136,6 +136,16 @@ class NetworkGenotype:
     def output_stride(self):
         return 4 * 2 ** self.path[-1]
 
+    def describe(self):
+        """Human-readable lines: the path (downsample rates) and each block's two edges.
+
+        Inputs are written ``h0`` = H^{l-1}, ``h1`` = H^{l-2}, ``h{2+k}`` = block k.
+        """
+        lines = [f"path (downsample per layer): {list(self.downsample_rates)}"]
+        for i, block in enumerate(self.cell.blocks):
+            lines.append(f"block {i}: " + " + ".join(f"{e.op}(h{e.input})" for e in block))
+        return lines
+
     def validate(self):
         self.cell.validate("cell")
         validate_path(list(self.path), "path")

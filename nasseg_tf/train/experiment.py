@@ -40,9 +40,20 @@ from nasseg_tf.train.segmentation import SegmentationTask, make_learning_rate
 
 
 @gin.configurable("Model")
-def build_model(num_classes, name=gin.REQUIRED, overrides=None):
-    """The zoo model ``name`` with ``overrides`` (e.g. ``{'genotype': 'g.json'}``)."""
-    return zoo.build(name, num_classes=num_classes, **dict(overrides or {}))
+def build_model(num_classes, name=gin.REQUIRED, overrides=None, genotype=None):
+    """The zoo model ``name`` with ``overrides`` (e.g. ``{'aspp_rates': (6, 12, 18)}``).
+
+    ``genotype`` (a genotype name or a JSON path, e.g. a search's ``genotype.json``)
+    is a shortcut for ``overrides['genotype']`` that keeps the other overrides of the
+    gin file, so retraining a searched result is one binding:
+    ``--gin_bindings="Model.genotype = 'runs/search/genotype.json'"``. With it, a
+    ``path`` override is dropped: the genotype's own path is used.
+    """
+    overrides = dict(overrides or {})
+    if genotype is not None:
+        overrides["genotype"] = genotype
+        overrides.pop("path", None)
+    return zoo.build(name, num_classes=num_classes, **overrides)
 
 
 @gin.configurable("Data")

@@ -1,0 +1,35 @@
+"""``make demo`` end to end at toy size: search → decode → retrain → eval → export."""
+
+import os
+
+from nasseg_tf.cli.demo import run_demo
+from nasseg_tf.search_space.genotypes import load_genotype
+
+DATA = ["Data.demo_num_train = 8", "Data.demo_num_val = 2", "Data.demo_size = (40, 40)"]
+
+
+def test_demo_searches_retrains_the_result_and_reports(tmp_path):
+    lines = []
+    out = run_demo(
+        str(tmp_path / "demo"),
+        gin_bindings=DATA + ["Training.steps = 2", "Training.batch_size = 2",
+                             "Training.crop_size = (32, 32)", "Evaluation.num_pictures = 1",
+                             "Model.overrides = {'filter_multiplier': 4, "
+                             "'aspp_filters': 8, 'decoder_filters': 8, 'path': (0, 0)}"],
+        search_bindings=DATA + ["Supernet.num_layers = 3", "Supernet.num_blocks = 2",
+                                "Supernet.filter_multiplier = 2", "Search.steps = 2",
+                                "Search.warmup_steps = 1", "Search.batch_size = 2",
+                                "Search.crop_size = (32, 32)"],
+        log=lines.append)
+    searched = load_genotype(os.path.join(out["search_dir"], "genotype.json"))
+    assert searched == out["genotype"] and len(searched.path) == 3
+    # The retrained model is the searched one: its 3-layer path, not the gin's 'path'.
+    cells = {layer.name for layer in out["model"]._flatten_layers(include_self=False)
+             if layer.name.startswith("cell_") and layer.name[5:].isdigit()}
+    assert cells == {"cell_0", "cell_1", "cell_2"}, cells
+    assert os.path.isdir(out["export_dir"]) and os.path.getsize(out["overlay"]) > 1000
+    text = "\n".join(lines)
+    assert text.index("searched architecture") < text.index("demo: mIoU")
+    assert searched.describe()[0] in text and lines[-1].startswith("demo: mIoU ")
+    for name in ("cell.png", "path.png"):
+        assert os.path.getsize(os.path.join(out["search_dir"], name)) > 1000
