@@ -1,4 +1,4 @@
-"""Benchmarks that write JSON (performance is measured here, not in tests).
+r"""Benchmarks that write JSON (performance is measured here, not in tests).
 
 Usage:
     python tools/benchmark.py train --model=autodeeplab_s --crop=513x513 --batch=2 \

@@ -1,4 +1,4 @@
-"""Converts a raw segmentation dataset into sharded DeepLab TFRecords.
+r"""Converts a raw segmentation dataset into sharded DeepLab TFRecords.
 
 Usage:
     python tools/build_data.py --dataset=cityscapes --root=/data/cityscapes \

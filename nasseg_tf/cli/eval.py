@@ -1,4 +1,4 @@
-"""``nasseg-eval``: evaluate a training run's checkpoint (mIoU, per-class IoU, accuracy).
+r"""``nasseg-eval``: evaluate a training run's checkpoint (mIoU, per-class IoU, accuracy).
 
 Usage:
     nasseg-eval --model_dir=runs/adl_s

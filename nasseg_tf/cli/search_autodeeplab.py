@@ -2,8 +2,8 @@
 
 Usage:
     nasseg-search-autodeeplab --gin_file=gin/search/autodeeplab_demo.gin --model_dir=runs/s
-    nasseg-train --gin_file=gin/demo/train_demo.gin --model_dir=runs/retrain \
-        --gin_bindings="Model.overrides = {'genotype': 'runs/s/genotype.json'}"
+    nasseg-train --gin_file=gin/demo/train_demo.gin --model_dir=runs/retrain \\
+        --gin_bindings="Model.genotype = 'runs/s/genotype.json'"
 
 Rerunning resumes from the latest checkpoint (weights, α, β, both optimizers, step,
 data position). --model_dir receives genotype.json (updated at every decode),

@@ -1,10 +1,10 @@
-"""``nasseg-train``: train a zoo model with a gin-configured recipe.
+r"""``nasseg-train``: train a zoo model with a gin-configured recipe.
 
 Usage:
     nasseg-train --gin_file=gin/train/autodeeplab_s_cityscapes.gin --model_dir=runs/adl_s
     nasseg-train --gin_file=gin/demo/train_demo.gin --model_dir=runs/demo \
         --gin_bindings="Training.steps = 100" \
-        --gin_bindings="Model.overrides = {'genotype': 'runs/search/genotype.json'}"
+        --gin_bindings="Model.genotype = 'runs/search/genotype.json'"
 
 Rerunning the same command resumes from the latest checkpoint in --model_dir. The run
 writes command_line.txt, config.gin, operative_config.gin, checkpoints/, train/
