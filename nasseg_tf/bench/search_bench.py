@@ -29,8 +29,8 @@ def _peak_rss_gib():
 
 def _timed(fn):
     t0 = time.perf_counter()
-    out = fn()
-    {k: float(v) for k, v in out.items()}  # wait for the result
+    for value in fn().values():
+        float(value)  # blocks until the step has run
     return time.perf_counter() - t0
 
 
@@ -54,8 +54,8 @@ def graph_madds(graph):
 
     Counts ``Conv2D`` and ``DepthwiseConv2dNative`` as output elements × kernel taps ×
     input channels per group (taps on zero padding included, as the usual counters do)
-    and ``MatMul`` / ``BatchMatMulV2`` / ``Einsum`` (two operands, one contracted axis
-    set) as the product of all distinct dimensions. TensorFlow runs atrous convs on CPU
+    ``MatMul`` / ``BatchMatMul`` as output elements × contracted depth, and ``Einsum``
+    as the product of the sizes of its distinct indices. TensorFlow runs atrous convs on CPU
     as SpaceToBatchND → conv → BatchToSpaceND; their output size is taken after
     BatchToSpaceND, so the count does not include the space-to-batch padding.
     Element-wise ops, pooling, resizing and batch norm are not counted.
@@ -71,11 +71,17 @@ def graph_madds(graph):
             kh, kw, c_in_group, _ = _static(op.inputs[1].shape)
             taps = kh * kw * (c_in_group if op.type == "Conv2D" else 1)
             total += n * h * w * c_out * taps
-        elif op.type in ("MatMul", "BatchMatMulV2", "Einsum"):
-            a, b = (_static(t.shape) for t in op.inputs[:2])
-            out = _static(op.outputs[0].shape)
-            contracted = int(np.prod(a)) * int(np.prod(b)) * int(np.prod(out))
-            total += int(round(contracted ** 0.5))  # = m·k·n for every 2-operand product
+        elif op.type in ("MatMul", "BatchMatMulV2", "BatchMatMulV3"):
+            a = _static(op.inputs[0].shape)
+            transposed = op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x")
+            depth = a[-2] if transposed else a[-1]
+            total += int(np.prod(_static(op.outputs[0].shape))) * depth
+        elif op.type == "Einsum":
+            equation = op.get_attr("equation").decode()
+            sizes = {}
+            for labels, tensor in zip(equation.split("->")[0].split(","), op.inputs):
+                sizes.update(zip(labels, _static(tensor.shape)))
+            total += int(np.prod(list(sizes.values())))  # every distinct index once
     return total
 
 

@@ -51,14 +51,15 @@ from nasseg_tf.search_space.primitives import NUM_BLOCKS, PRIMITIVES, ZERO_OP
 
 #: Batch-norm momentum of the supernet (see :mod:`nasseg_tf.search.supernet`).
 SEARCH_BN_MOMENTUM = 0.9
-#: The ops a search cell computes, in PRIMITIVES order without ``none``.
-_OPS = tuple(op for op in PRIMITIVES if op != ZERO_OP)
+#: The ops a search cell computes: every primitive except ``none``, in PRIMITIVES order.
+SEARCH_OPS = tuple(op for op in PRIMITIVES if op != ZERO_OP)
+
 _FREE_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
 _CONV_OPS = ("sep_conv_3x3", "sep_conv_5x5", "atrous_conv_3x3", "atrous_conv_5x5")
 _SEP_KERNELS = (3, 5)
 _ATROUS_KERNELS = (3, 5)
 _ATROUS_RATE = 2
-if set(_OPS) != set(_FREE_OPS + _CONV_OPS):  # pragma: no cover - guards PRIMITIVES edits
+if set(SEARCH_OPS) != set(_FREE_OPS + _CONV_OPS):  # pragma: no cover - guards PRIMITIVES edits
     raise ImportError("batched_cell: the candidate ops changed; update _FREE_OPS/_CONV_OPS")
 
 
@@ -250,7 +251,7 @@ class StateEdges(keras.layers.Layer):
                            dilation_rate=_ATROUS_RATE) for k in _ATROUS_KERNELS]
         y = self.bn(ops.concatenate([y] + atrous, axis=-1), training=training)
         # Mixed op per edge, on [pixels, op, edge, channel] views (static reshapes).
-        columns = [_OPS.index(op) for op in _CONV_OPS + _FREE_OPS]
+        columns = [SEARCH_OPS.index(op) for op in _CONV_OPS + _FREE_OPS]
         per_op = ops.reshape(ops.transpose(ops.take(op_weights, columns, axis=1)),
                              (len(columns), e, 1))
         conv_weights, free_weights = ops.split(per_op, [len(_CONV_OPS)], axis=0)
@@ -336,7 +337,7 @@ class SearchCellBase(keras.layers.Layer):
         if not (isinstance(copies, int) and copies == 1):
             states[1] = ops.tile(states[1], (copies, 1, 1, 1))
         weights = ops.take(ops.cast(alpha_weights, states[0].dtype),
-                           [PRIMITIVES.index(op) for op in _OPS], axis=1)
+                           [PRIMITIVES.index(op) for op in SEARCH_OPS], axis=1)
         self._blocks(states, weights, training)
         return ops.concatenate(states[2:], axis=-1)
 

@@ -114,14 +114,10 @@ from nasseg_tf.layers.heads import ASPP
 from nasseg_tf.layers.ops import build_op
 from nasseg_tf.layers.resize import resize_bilinear, spatial_size
 from nasseg_tf.search import decode
-from nasseg_tf.search.batched_cell import (SEARCH_BN_MOMENTUM, BatchedSearchCell,
-                                          SearchCellBase)
-from nasseg_tf.search_space.primitives import NUM_BLOCKS, NUM_LEVELS, PRIMITIVES, ZERO_OP
+from nasseg_tf.search.batched_cell import (SEARCH_BN_MOMENTUM, SEARCH_OPS,
+                                          BatchedSearchCell, SearchCellBase)
+from nasseg_tf.search_space.primitives import NUM_BLOCKS, NUM_LEVELS, PRIMITIVES
 
-#: The ops a search cell computes: every primitive except ``none``, in PRIMITIVES order.
-SEARCH_OPS = tuple(op for op in PRIMITIVES if op != ZERO_OP)
-#: Their columns in alpha.
-SEARCH_OP_COLUMNS = tuple(PRIMITIVES.index(op) for op in SEARCH_OPS)
 #: Atrous rate of a head's 3×3 branch times the level's downsample rate (96 / s).
 HEAD_RATE_NUMERATOR = 96
 #: Search-cell implementations: the same function, different graphs (see

@@ -20,6 +20,15 @@ def test_graph_madds_agrees_with_the_layer_counter_including_atrous_convs():
     assert graph_madds(graph) == expected == 2 * 17 * 19 * (8 * 9 * 3 + 16 * 25 + 4 * 16 + 6 * 4)
 
 
+def test_graph_madds_counts_batched_products():
+    x = tf.TensorSpec((7, 6, 4), tf.float32)  # [pixels, groups, channels]
+    w = tf.TensorSpec((6, 4, 5), tf.float32)  # per-group [channels, out]
+    graph = tf.function(lambda a, b: (keras.ops.einsum("pgc,gcd->pgd", a, b),
+                                      tf.matmul(tf.transpose(a, (1, 0, 2)), b))
+                        ).get_concrete_function(x, w).graph
+    assert graph_madds(graph) == 2 * 7 * 6 * 4 * 5
+
+
 def test_search_benchmark_reports_both_steps():
     result = bench_search(crop_size=(17, 17), batch_size=2, filter_multiplier=2,
                           num_layers=1, num_classes=3, steps=1)

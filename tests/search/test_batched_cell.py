@@ -57,7 +57,7 @@ def _copy_per_edge_into_batched(per_edge, batched):
 
 
 def _moving_stats(cell):
-    """The per-edge cell's op BN moving means, in the batched cell's channel layout."""
+    """Per-variable sums of the cell's batch-norm moving statistics, sorted."""
     return sorted(float(np.sum(v.numpy())) for v in cell.non_trainable_variables)
 
 
