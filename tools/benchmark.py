@@ -34,6 +34,9 @@ flags.DEFINE_integer("filter_multiplier", 8, "search: F.")
 flags.DEFINE_integer("num_layers", 12, "search: L.")
 flags.DEFINE_bool("remat", False, "search: recompute each cell's activations in backward.")
 flags.DEFINE_enum("cell_type", "batched", ["batched", "per_edge"], "search: cell graph.")
+flags.DEFINE_bool("loop_layers", True,
+                  "search: trace the identical layers 4..L-1 once and loop over them "
+                  "(--noloop_layers unrolls every layer).")
 flags.DEFINE_bool("count_madds", True, "search: also count the forward Multiply-Adds.")
 flags.DEFINE_string("output", None, "JSON output file (also printed).")
 FLAGS = flags.FLAGS
@@ -57,7 +60,8 @@ def main(argv):
 
         result = bench_search(parse_size(FLAGS.crop), FLAGS.batch, FLAGS.filter_multiplier,
                               FLAGS.num_layers, FLAGS.num_classes, remat=FLAGS.remat,
-                              cell_type=FLAGS.cell_type, steps=FLAGS.steps,
+                              cell_type=FLAGS.cell_type,
+                              loop_layers=FLAGS.loop_layers, steps=FLAGS.steps,
                               count_madds=FLAGS.count_madds)
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)

@@ -93,7 +93,8 @@ def forward_madds(model, crop_size, batch_size):
 
 
 def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_layers=6,
-                 num_classes=19, remat=False, cell_type="batched", steps=3, seed=0,
+                 num_classes=19, remat=False, cell_type="batched", loop_layers=True,
+                 steps=3, seed=0,
                  count_madds=True):
     """Runs the benchmark; returns a JSON-ready dict."""
     keras.utils.set_random_seed(seed)
@@ -111,12 +112,14 @@ def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_laye
     task = AutoDeepLabSearchTask(
         lambda: AutoDeepLabSupernet(num_classes, num_layers=num_layers,
                                     filter_multiplier=filter_multiplier, remat=remat,
-                                    cell_type=cell_type, seed=seed, name="supernet"),
+                                    cell_type=cell_type, loop_layers=loop_layers,
+                                    seed=seed, name="supernet"),
         input_fn, input_fn, cfg)
     strategy = tf.distribute.get_strategy()
     result = {"benchmark": "search", "crop_size": list(crop_size), "batch_size": batch_size,
               "filter_multiplier": filter_multiplier, "num_layers": num_layers,
               "num_classes": num_classes, "remat": remat, "cell_type": cell_type,
+              "loop_layers": loop_layers,
               "steps_timed": steps}
     with tempfile.TemporaryDirectory() as model_dir:
         loop = TrainLoop(task, strategy, model_dir, cfg.steps, progress=False)

@@ -59,6 +59,8 @@ _CONV_OPS = ("sep_conv_3x3", "sep_conv_5x5", "atrous_conv_3x3", "atrous_conv_5x5
 _SEP_KERNELS = (3, 5)
 _ATROUS_KERNELS = (3, 5)
 _ATROUS_RATE = 2
+#: Order of the op weights a :class:`StateEdges` takes: the conv ops, then the free ops.
+STATE_OP_ORDER = _CONV_OPS + _FREE_OPS
 if set(SEARCH_OPS) != set(_FREE_OPS + _CONV_OPS):  # pragma: no cover - guards PRIMITIVES edits
     raise ImportError("batched_cell: the candidate ops changed; update _FREE_OPS/_CONV_OPS")
 
@@ -177,8 +179,8 @@ class StateEdges(keras.layers.Layer):
     """Every candidate op on the ``num_edges`` edges leaving one cell state, at once.
 
     Call: ``layer(x, op_weights, training)`` with ``x`` ``[N, H, W, filters]`` and
-    ``op_weights`` ``[num_edges, 7]`` (softmaxed α of the edges, columns in
-    PRIMITIVES order without ``none``) → ``num_edges`` tensors ``[N·H·W, filters]``
+    ``op_weights`` ``[7, num_edges]`` (softmaxed α of the edges, one row per op in
+    :data:`STATE_OP_ORDER`) → ``num_edges`` tensors ``[N·H·W, filters]``
     (pixels flattened: the cell sums them per block and reshapes once), edge e's mixed
     op ``Σ_o op_weights[e, o] · O_o^{(e)}(x)``.
     """
@@ -251,9 +253,7 @@ class StateEdges(keras.layers.Layer):
                            dilation_rate=_ATROUS_RATE) for k in _ATROUS_KERNELS]
         y = self.bn(ops.concatenate([y] + atrous, axis=-1), training=training)
         # Mixed op per edge, on [pixels, op, edge, channel] views (static reshapes).
-        columns = [SEARCH_OPS.index(op) for op in _CONV_OPS + _FREE_OPS]
-        per_op = ops.reshape(ops.transpose(ops.take(op_weights, columns, axis=1)),
-                             (len(columns), e, 1))
+        per_op = ops.reshape(op_weights, (len(STATE_OP_ORDER), e, 1))
         conv_weights, free_weights = ops.split(per_op, [len(_CONV_OPS)], axis=0)
         mixed = ops.sum(ops.reshape(y, (-1, len(_CONV_OPS), e, c)) * conv_weights, axis=1)
         free = ops.concatenate([self.max_pool(x), self.avg_pool(x), x], axis=-1)
@@ -315,8 +315,11 @@ class SearchCellBase(keras.layers.Layer):
     def _edge_layers(self):
         raise NotImplementedError
 
-    def _blocks(self, states, weights, training):
-        """Appends the block outputs to ``states`` (two preprocessed inputs)."""
+    def _blocks(self, states, alpha_weights, training):
+        """Appends the block outputs to ``states`` (two preprocessed inputs).
+
+        ``alpha_weights``: the softmaxed α, ``[num edges, len(PRIMITIVES)]``.
+        """
         raise NotImplementedError
 
     def build(self, input_shape):
@@ -336,9 +339,7 @@ class SearchCellBase(keras.layers.Layer):
         copies = stack_factor(h_prev, h_prev_prev)
         if not (isinstance(copies, int) and copies == 1):
             states[1] = ops.tile(states[1], (copies, 1, 1, 1))
-        weights = ops.take(ops.cast(alpha_weights, states[0].dtype),
-                           [PRIMITIVES.index(op) for op in SEARCH_OPS], axis=1)
-        self._blocks(states, weights, training)
+        self._blocks(states, ops.cast(alpha_weights, states[0].dtype), training)
         return ops.concatenate(states[2:], axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -371,15 +372,24 @@ class BatchedSearchCell(SearchCellBase):
     def _edge_layers(self):
         return self.states
 
-    def _blocks(self, states, weights, training):
+    def _blocks(self, states, alpha_weights, training):
         incoming = [[] for _ in range(self.num_blocks)]
         state_shape = ops.shape(states[0])
+        # One gather arranges α for every state: [op (STATE_OP_ORDER), edge], the
+        # edges grouped by source state; each state then takes a static column slice.
+        rows = [row for j in range(self.num_blocks + 1) for _, row in self.edges[j]]
+        flat = [row * len(PRIMITIVES) + PRIMITIVES.index(op)
+                for op in STATE_OP_ORDER for row in rows]
+        arranged = ops.reshape(ops.take(ops.reshape(alpha_weights, (-1,)), flat),
+                               (len(STATE_OP_ORDER), len(rows)))
+        first = 0
         for j in range(self.num_blocks + 1):
             if j >= 2:  # block j - 2 is complete: all its inputs are earlier states
                 states.append(ops.reshape(_sum(incoming[j - 2]), state_shape))
-            blocks, rows = zip(*self.edges[j])
-            outputs = self.states[j](states[j], ops.take(weights, list(rows), axis=0),
+            blocks = [block for block, _ in self.edges[j]]
+            outputs = self.states[j](states[j], arranged[:, first:first + len(blocks)],
                                      training=training)
+            first += len(blocks)
             for block, output in zip(blocks, outputs):
                 incoming[block].append(output)
         states.append(ops.reshape(_sum(incoming[-1]), state_shape))

@@ -92,10 +92,24 @@ when the supernet is evaluated in inference mode.
   state are computed together (:mod:`nasseg_tf.search.batched_cell`): the same
   function as the per-edge :class:`SearchCell` with about a third of its graph nodes
   (one cell at B = 5, forward + weight gradient: 3.2k nodes instead of 11.5k).
+* ``loop_layers=True`` (default): the trailing run of structurally identical trellis
+  layers — layers 4..L-1, which see all four levels in both layer l-1 and layer l-2 —
+  is traced ONCE, as the body of a loop (:func:`keras.ops.fori_loop`; a ``while`` loop
+  on TensorFlow) over the layer index, instead of once per layer. Every layer keeps its
+  own sub-layers and variables (same names and checkpoints as unrolled): each
+  iteration runs layer 4's sub-layers in a :class:`keras.StatelessScope` that maps
+  their variables to the current layer's (per-variable stacks of the layers' own
+  variables, sliced by the loop index; gradients flow back to each layer's variables),
+  and the batch-norm statistics updated in an iteration are carried out of the loop
+  and assigned to that layer's variables. The same function as the unrolled trellis
+  (tested: outputs, every gradient and every statistic, compiled and eager), with a
+  graph that no longer grows with L past layer 4. ``node_outputs`` then lacks the
+  nodes of layers 4..L-3 (they live inside the loop).
 * ``remat=True`` wraps every cell call in :func:`keras.remat` (``tf.recompute_grad`` on
-  TensorFlow): the cell's activations are recomputed in the backward pass. The forward
-  of a rematerialised cell therefore runs twice per training step, so its batch norms
-  update their moving statistics twice (checked on TF).
+  TensorFlow): the cell's activations are recomputed in the backward pass. The cell
+  runs statelessly inside (its variables are explicit inputs); the batch-norm
+  statistics of the forward pass are assigned once, so a rematerialised supernet
+  updates them exactly as a plain one (tested).
 
 Measured on the 2-core CPU with ``tools/benchmark.py search`` (65², batch 2, F = 4,
 L = 6; figures and the other configurations in the README): weight step 0.58–0.82 s,
@@ -124,6 +138,8 @@ HEAD_RATE_NUMERATOR = 96
 #: :mod:`nasseg_tf.search.batched_cell`). ``per_edge`` is the readable reference.
 CELL_TYPES = {"batched": BatchedSearchCell}
 
+#: Fewest identical trailing layers worth a loop (``loop_layers``; module docstring).
+MIN_LOOP_LAYERS = 2
 #: Stem filters of the derived network (SPEC §2.5).
 STEM_FILTERS = (64, 64, 128)
 
@@ -141,6 +157,34 @@ def _make_non_affine(layer):
 def _weighted_sum(outputs, weights):
     """``Σ_i weights[i] · outputs[i]`` as one stacked contraction (few graph nodes)."""
     return ops.tensordot(ops.stack(outputs, axis=-1), weights, axes=1)
+
+
+def _rematerialised(fn, variables):
+    """``fn`` with its activations recomputed in the backward pass (:func:`keras.remat`).
+
+    ``fn`` reads ``variables``; they enter the rematerialised function as explicit
+    inputs (so gradients reach them also when they are loop slices under a
+    :class:`keras.StatelessScope`), and the function runs in its own stateless scope:
+    the batch-norm statistics it updates are returned and assigned once, after the
+    forward pass — the recomputation in the backward pass updates nothing.
+    """
+    stat_index = [i for i, v in enumerate(variables) if not v.trainable]
+
+    def pure(*args):
+        values, tensors = args[:len(variables)], args[len(variables):]
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+            output = fn(*tensors)
+            stats = [ops.stop_gradient(scope.get_current_value(variables[i]))
+                     for i in stat_index]
+        return (output, *stats)
+
+    def call(*tensors):
+        output, *stats = keras.remat(pure)(*[v.value for v in variables], *tensors)
+        for i, new in zip(stat_index, stats):
+            variables[i].assign(new)
+        return output
+
+    return call
 
 
 @keras.saving.register_keras_serializable(package="nasseg_tf")
@@ -187,7 +231,9 @@ class SearchCell(SearchCellBase):
     def _edge_layers(self):
         return self.edge_ops
 
-    def _blocks(self, states, weights, training):
+    def _blocks(self, states, alpha_weights, training):
+        weights = ops.take(alpha_weights, [PRIMITIVES.index(op) for op in SEARCH_OPS],
+                           axis=1)
         num_ops = len(SEARCH_OPS)
         for block in range(self.num_blocks):
             first = block * (block + 3) // 2  # alpha row of (block, input 0)
@@ -249,6 +295,9 @@ class AutoDeepLabSupernet(keras.Model):
       cell_type: ``"batched"`` (default: the edges leaving a state computed together,
         :class:`~nasseg_tf.search.batched_cell.BatchedSearchCell`) or ``"per_edge"``
         (:class:`SearchCell`, one layer per edge and op); the same function.
+      loop_layers: trace the identical layers 4..L-1 once and loop over them (default;
+        see the module docstring); False unrolls every layer. ``loop_start`` is the
+        first looped layer (L when none is).
       arch_init_stddev: α and β start as ``arch_init_stddev · N(0, 1)`` (paper: 1e-3).
       seed: seed of the α/β initialisation (None: random).
       bn_momentum, bn_epsilon: batch-norm settings of the whole supernet.
@@ -264,7 +313,7 @@ class AutoDeepLabSupernet(keras.Model):
     def __init__(self, num_classes, num_layers=12, filter_multiplier=8,
                  num_blocks=NUM_BLOCKS, stem_filters=STEM_FILTERS, affine=False,
                  stack_sources=True, remat=False, cell_type="batched",
-                 arch_init_stddev=1e-3, seed=None,
+                 loop_layers=True, arch_init_stddev=1e-3, seed=None,
                  bn_momentum=SEARCH_BN_MOMENTUM, bn_epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
@@ -282,6 +331,7 @@ class AutoDeepLabSupernet(keras.Model):
         if cell_type not in CELL_TYPES:
             raise ValueError(f"cell_type: unknown {cell_type!r}; known: {sorted(CELL_TYPES)}")
         self.cell_type = cell_type
+        self.loop_layers = bool(loop_layers)
         self.arch_init_stddev = float(arch_init_stddev)
         self.seed = None if seed is None else int(seed)
         self.bn_momentum = float(bn_momentum)
@@ -289,6 +339,8 @@ class AutoDeepLabSupernet(keras.Model):
 
         self._exists = decode.node_exists_mask(self.num_layers)
         self._legal = decode.legal_transition_mask(self.num_layers)
+        self.loop_start = (self._find_loop_start() if self.loop_layers
+                           else self.num_layers)
         bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
         f0, f1, f2 = self.stem_filters
         self.stem_conv0 = ConvBN(f0, 3, strides=2, name="stem_conv0", **bn)
@@ -385,6 +437,40 @@ class AutoDeepLabSupernet(keras.Model):
         """The state of a layer at the level nearest to ``level`` (the H^{l-2} rule)."""
         return states[min(states, key=lambda s: abs(s - level))]
 
+    def _layer_signature(self, layer):
+        """Everything that fixes the sub-layers and graph of trellis layer ``layer``."""
+        prev_prev = self._layer_channels(layer - 2)
+        nodes = tuple((level, tuple(self._sources(layer, level)),
+                       min(prev_prev, key=lambda s, level=level: abs(s - level)))
+                      for level in range(NUM_LEVELS) if self._exists[layer, level])
+        return (nodes, tuple(sorted(self._layer_channels(layer - 1).items())),
+                tuple(sorted(prev_prev.items())))
+
+    def _find_loop_start(self):
+        """First layer of the longest run of identical layers ending at layer L-1.
+
+        The run is looped (see the module docstring) when it has at least
+        :data:`MIN_LOOP_LAYERS` layers; otherwise returns L (nothing looped). With all
+        four levels from layer 2 on, layers 4..L-1 are identical (layer 3 still sees
+        layer 1, which lacks level 3, as H^{l-2}).
+        """
+        last = self._layer_signature(self.num_layers - 1)
+        start = self.num_layers - 1
+        while start > 0 and self._layer_signature(start - 1) == last:
+            start -= 1
+        return start if self.num_layers - start >= MIN_LOOP_LAYERS else self.num_layers
+
+    def _layer_modules(self, layer):
+        """The sub-layers of trellis layer ``layer``: its cells, then downs, then ups."""
+        levels = [s for s in range(NUM_LEVELS) if self._exists[layer, s]]
+        return ([self.cell(layer, s) for s in levels]
+                + [self._down(layer, s) for s in levels if (layer, s) in self._down_index]
+                + [self._up(layer, s) for s in levels if (layer, s) in self._up_index])
+
+    def _layer_weights(self, layer):
+        """All variables of trellis layer ``layer`` in a fixed order (same for twins)."""
+        return [v for module in self._layer_modules(layer) for v in module.weights]
+
     def build(self, input_shape):
         n = input_shape[0]
 
@@ -412,7 +498,15 @@ class AutoDeepLabSupernet(keras.Model):
         for level, head, classifier in zip(self.head_levels, self.heads, self.classifiers):
             head.build(shape(self.node_channels(level)))
             classifier.build(shape(head.filters))
+        template = [tuple(v.shape) for v in self._loop_template()]
+        for layer in range(self.loop_start + 1, self.num_layers):
+            if [tuple(v.shape) for v in self._layer_weights(layer)] != template:
+                raise RuntimeError(f"supernet: layer {layer} differs from layer "
+                                   f"{self.loop_start}; cannot loop over them")
         self.built = True
+
+    def _loop_template(self):
+        return self._layer_weights(self.loop_start) if self.loop_start < self.num_layers else []
 
     # ----------------------------------------------------------------------------------
     # Architecture parameters.
@@ -445,14 +539,15 @@ class AutoDeepLabSupernet(keras.Model):
     # ----------------------------------------------------------------------------------
     # Forward.
 
-    def _run_cell(self, cell, sources, weights, h_prev_prev, alpha_weights, training):
+    def _run_cell(self, cell, sources, weights, h_prev_prev, alpha_weights, training,
+                  remat):
         """Σ_i weights[i] · cell([sources[i], h_prev_prev]) (eq. 6 for one node)."""
 
         def run(h_prev, h_pp, alpha_w):
             return cell([h_prev, h_pp], alpha_w, training=training)
 
-        if self.remat:
-            run = keras.remat(run)
+        if remat:
+            run = _rematerialised(run, cell.weights)
         if self.stack_sources and len(sources) > 1:
             stacked = run(ops.concatenate(sources, axis=0), h_prev_prev, alpha_weights)
             outputs = ops.split(stacked, len(sources), axis=0)
@@ -464,11 +559,100 @@ class AutoDeepLabSupernet(keras.Model):
             total = term if total is None else total + term
         return total
 
+    def _layer(self, layer, prev, prev_prev, layer_probs, alpha_weights, training):
+        """The nodes ``{level: H}`` of trellis layer ``layer`` (eq. 6).
+
+        ``prev`` / ``prev_prev`` are the states ``{level: H}`` of layers l-1 and l-2,
+        ``layer_probs`` the ``[4, 3]`` transition probabilities into this layer.
+        """
+        current = {}
+        for level in range(NUM_LEVELS):
+            if not self._exists[layer, level]:
+                continue
+            sources, weights = [], []
+            for k, source in self._sources(layer, level):
+                h = prev[source]
+                if k == decode.DOWN:
+                    h = self._down(layer, level)(h, training=training)
+                elif k == decode.UP:
+                    # A coarser source implies the same-level source exists: its size.
+                    h = resize_bilinear(h, spatial_size(prev[level]))
+                    h = self._up(layer, level)(h, training=training)
+                sources.append(h)
+                weights.append(layer_probs[source, k])
+            current[level] = self._run_cell(
+                self.cell(layer, level), sources, weights,
+                self._nearest(prev_prev, level), alpha_weights, training, self.remat)
+        return current
+
+    def _looped_layers(self, prev, prev_prev, probs, alpha_weights, training):
+        """Layers ``loop_start .. L-1`` as one loop over a single traced layer.
+
+        The sub-layers of layer ``loop_start`` serve as the template: each iteration
+        runs them in a :class:`keras.StatelessScope` whose variables are the current
+        layer's (slices of per-variable stacks of the real variables, so gradients
+        reach each layer's own variables). Batch-norm statistics updated in the
+        iteration are carried out of the loop and assigned to the layer's own
+        variables afterwards (training only). ``remat`` works per cell as in the other
+        layers.
+
+        Returns:
+          ``(prev_prev, prev)``: the states of layers L-2 and L-1.
+        """
+        start = self.loop_start
+        template = self._loop_template()
+        per_layer = [self._layer_weights(layer) for layer in range(start, self.num_layers)]
+        stacks = [ops.stack([weights[i].value for weights in per_layer])
+                  for i in range(len(template))]
+        stat_index = [i for i, v in enumerate(template) if not v.trainable]
+        levels = sorted(prev)
+        num_levels = len(levels)
+        loop_probs = probs[start:]
+        num_loop_layers = self.num_layers - start
+
+        def layer_step(*args):
+            h_prev = dict(zip(levels, args[:num_levels]))
+            h_prev_prev = dict(zip(levels, args[num_levels:2 * num_levels]))
+            layer_probs, alpha_w = args[2 * num_levels:2 * num_levels + 2]
+            values = args[2 * num_levels + 2:]
+            with keras.StatelessScope(state_mapping=list(zip(template, values))) as scope:
+                current = self._layer(start, h_prev, h_prev_prev, layer_probs, alpha_w,
+                                      training)
+                stats = [ops.stop_gradient(scope.get_current_value(template[i]))
+                         for i in stat_index]
+            return tuple(current[s] for s in levels) + tuple(stats)
+
+        def body(t, carry):
+            h_prev, h_prev_prev, stats = carry
+            out = layer_step(*h_prev, *h_prev_prev, ops.take(loop_probs, t, axis=0),
+                       alpha_weights, *[ops.take(stack, t, axis=0) for stack in stacks])
+            current, new_stats = tuple(out[:num_levels]), out[num_levels:]
+            if training:  # row t of each buffer := the new statistics
+                is_t = ops.equal(ops.arange(num_loop_layers), t)
+                stats = tuple(
+                    ops.where(ops.reshape(is_t, (-1,) + (1,) * (len(buffer.shape) - 1)),
+                              ops.expand_dims(new, 0), buffer)
+                    for buffer, new in zip(stats, new_stats))
+            return current, h_prev, stats
+
+        initial_stats = tuple(stacks[i] for i in stat_index) if training else ()
+        current, last_prev, stats = ops.fori_loop(
+            0, num_loop_layers, body,
+            (tuple(prev[s] for s in levels), tuple(prev_prev[s] for s in levels),
+             initial_stats))
+        if training:
+            for buffer, i in zip(stats, stat_index):
+                for t, weights in enumerate(per_layer):
+                    weights[i].assign(buffer[t])
+        return dict(zip(levels, last_prev)), dict(zip(levels, current))
+
     def node_outputs(self, images, training=None):
-        """Runs the stem and the trellis; returns ``{(layer, level): H}`` for every node.
+        """Runs the stem and the trellis; returns ``{(layer, level): H}`` of the nodes.
 
         ``(-1, 0)`` is the stem output and ``(-2, -1)`` the stem's second conv
-        (downsample 2), the states that layers 0 and 1 use as H^{l-2}.
+        (downsample 2), the states that layers 0 and 1 use as H^{l-2}. When layers are
+        looped (``loop_start < L``), the nodes of layers ``loop_start .. L-3`` are not
+        materialised outside the loop and are missing from the result.
         """
         x = self.stem_conv0(images, training=training)
         stem1 = self.stem_conv1(x, training=training)
@@ -477,27 +661,17 @@ class AutoDeepLabSupernet(keras.Model):
         alpha_weights = self.alpha_weights()
         probs = self.transition_probabilities()
         prev_prev, prev = {-1: stem1}, {0: stem}
-        for layer in range(self.num_layers):
-            current = {}
-            for level in range(NUM_LEVELS):
-                if not self._exists[layer, level]:
-                    continue
-                sources, weights = [], []
-                for k, source in self._sources(layer, level):
-                    h = prev[source]
-                    if k == decode.DOWN:
-                        h = self._down(layer, level)(h, training=training)
-                    elif k == decode.UP:
-                        # A coarser source implies the same-level source exists: its size.
-                        h = resize_bilinear(h, spatial_size(prev[level]))
-                        h = self._up(layer, level)(h, training=training)
-                    sources.append(h)
-                    weights.append(probs[layer, source, k])
-                current[level] = self._run_cell(
-                    self.cell(layer, level), sources, weights,
-                    self._nearest(prev_prev, level), alpha_weights, training)
-                outputs[(layer, level)] = current[level]
+        for layer in range(self.loop_start):
+            current = self._layer(layer, prev, prev_prev, probs[layer], alpha_weights,
+                                  training)
+            outputs.update(((layer, level), h) for level, h in current.items())
             prev_prev, prev = prev, current
+        if self.loop_start < self.num_layers:
+            prev_prev, prev = self._looped_layers(prev, prev_prev, probs, alpha_weights,
+                                                  training)
+            for layer, states in ((self.num_layers - 2, prev_prev),
+                                  (self.num_layers - 1, prev)):
+                outputs.update(((layer, level), h) for level, h in states.items())
         return outputs
 
     def call(self, images, training=None):
@@ -520,6 +694,6 @@ class AutoDeepLabSupernet(keras.Model):
             filter_multiplier=self.filter_multiplier, num_blocks=self.num_blocks,
             stem_filters=list(self.stem_filters), affine=self.affine,
             stack_sources=self.stack_sources, remat=self.remat, cell_type=self.cell_type,
-            arch_init_stddev=self.arch_init_stddev, seed=self.seed,
+            loop_layers=self.loop_layers, arch_init_stddev=self.arch_init_stddev, seed=self.seed,
             bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
         return config
