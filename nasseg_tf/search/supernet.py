@@ -104,19 +104,25 @@ when the supernet is evaluated in inference mode.
   and assigned to that layer's variables. The same function as the unrolled trellis
   (tested: outputs, every gradient and every statistic, compiled and eager), with a
   graph that no longer grows with L past layer 4. ``node_outputs`` then lacks the
-  nodes of layers 4..L-3 (they live inside the loop).
+  nodes of layers 4..L-3 (they live inside the loop). Measured at 65², F = 4, L = 12:
+  first calls 117 s / 79 s instead of 165 s / 118 s, peak RSS 3.9 instead of 4.3 GiB,
+  but a weight step of 1.59 s instead of 1.14 s (slicing the stacked weights and
+  accumulating their gradients per iteration); at 321² the looped weight step
+  (12.7 s) is below the last unrolled measurement (14.1 s, an older version), so the
+  overhead does not show there. For long searches at small crops, unroll.
 * ``remat=True`` wraps every cell call in :func:`keras.remat` (``tf.recompute_grad`` on
   TensorFlow): the cell's activations are recomputed in the backward pass. The cell
   runs statelessly inside (its variables are explicit inputs); the batch-norm
   statistics of the forward pass are assigned once, so a rematerialised supernet
   updates them exactly as a plain one (tested).
 
-Measured on the 2-core CPU with ``tools/benchmark.py search`` (65², batch 2, F = 4,
-L = 6; figures and the other configurations in the README): weight step 0.58–0.82 s,
-architecture step 0.35–0.43 s, first call 97–113 s (weight step, 114k graph nodes) and
-63–68 s (architecture step, 74k nodes), peak RSS 2.8 GiB. The per-edge cell with
-stacking had 244k nodes and a 272 s first call for the weight step alone. Remat at this
-size adds nodes (150k) and memory (3.3 GiB): the graph, not the activations, dominates.
+Measured on the 2-core CPU with ``tools/benchmark.py search`` (batch 2; all figures in
+the README): at 65², F = 4, L = 12 the looped trellis has a weight step of 1.59 s, an
+architecture step of 0.92 s, first calls of 117 s / 79 s (125k / 90k graph nodes) and
+3.9 GiB peak RSS; at 321², F = 8, L = 12, 12.7 s / 10.1 s, 157 s / 98 s and 15.7 GiB
+(remat: 16.8 s / 13.7 s and 6.4 GiB). At L = 6 (unrolled) 0.46 s / 0.32 s, 64 s / 49 s
+(78k / 61k nodes), 2.5 GiB. Remat at 65² adds nodes and no memory saving: the graph,
+not the activations, dominates there.
 """
 
 import keras
@@ -139,7 +145,10 @@ HEAD_RATE_NUMERATOR = 96
 CELL_TYPES = {"batched": BatchedSearchCell}
 
 #: Fewest identical trailing layers worth a loop (``loop_layers``; module docstring).
-MIN_LOOP_LAYERS = 2
+#: Measured at 65², F = 4, L = 6 (2 loopable layers): the loop's machinery made the
+#: architecture step's graph larger (82k vs 73k nodes) and peak memory higher (3.15 vs
+#: 2.8 GiB) for an unchanged weight-step first call, so two layers stay unrolled.
+MIN_LOOP_LAYERS = 3
 #: Stem filters of the derived network (SPEC §2.5).
 STEM_FILTERS = (64, 64, 128)
 
@@ -298,6 +307,9 @@ class AutoDeepLabSupernet(keras.Model):
       loop_layers: trace the identical layers 4..L-1 once and loop over them (default;
         see the module docstring); False unrolls every layer. ``loop_start`` is the
         first looped layer (L when none is).
+      min_loop_layers: loop only when at least this many layers are identical
+        (default :data:`MIN_LOOP_LAYERS` = 3: the paper's L = 12 loops layers 4-11,
+        L = 6 stays unrolled).
       arch_init_stddev: α and β start as ``arch_init_stddev · N(0, 1)`` (paper: 1e-3).
       seed: seed of the α/β initialisation (None: random).
       bn_momentum, bn_epsilon: batch-norm settings of the whole supernet.
@@ -313,7 +325,8 @@ class AutoDeepLabSupernet(keras.Model):
     def __init__(self, num_classes, num_layers=12, filter_multiplier=8,
                  num_blocks=NUM_BLOCKS, stem_filters=STEM_FILTERS, affine=False,
                  stack_sources=True, remat=False, cell_type="batched",
-                 loop_layers=True, arch_init_stddev=1e-3, seed=None,
+                 loop_layers=True, min_loop_layers=MIN_LOOP_LAYERS,
+                 arch_init_stddev=1e-3, seed=None,
                  bn_momentum=SEARCH_BN_MOMENTUM, bn_epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
@@ -332,6 +345,9 @@ class AutoDeepLabSupernet(keras.Model):
             raise ValueError(f"cell_type: unknown {cell_type!r}; known: {sorted(CELL_TYPES)}")
         self.cell_type = cell_type
         self.loop_layers = bool(loop_layers)
+        self.min_loop_layers = int(min_loop_layers)
+        if self.min_loop_layers < 1:
+            raise ValueError(f"min_loop_layers: expected >= 1, got {min_loop_layers}")
         self.arch_init_stddev = float(arch_init_stddev)
         self.seed = None if seed is None else int(seed)
         self.bn_momentum = float(bn_momentum)
@@ -450,7 +466,7 @@ class AutoDeepLabSupernet(keras.Model):
         """First layer of the longest run of identical layers ending at layer L-1.
 
         The run is looped (see the module docstring) when it has at least
-        :data:`MIN_LOOP_LAYERS` layers; otherwise returns L (nothing looped). With all
+        ``min_loop_layers`` layers; otherwise returns L (nothing looped). With all
         four levels from layer 2 on, layers 4..L-1 are identical (layer 3 still sees
         layer 1, which lacks level 3, as H^{l-2}).
         """
@@ -458,7 +474,8 @@ class AutoDeepLabSupernet(keras.Model):
         start = self.num_layers - 1
         while start > 0 and self._layer_signature(start - 1) == last:
             start -= 1
-        return start if self.num_layers - start >= MIN_LOOP_LAYERS else self.num_layers
+        return (start if self.num_layers - start >= self.min_loop_layers
+                else self.num_layers)
 
     def _layer_modules(self, layer):
         """The sub-layers of trellis layer ``layer``: its cells, then downs, then ups."""
@@ -694,6 +711,7 @@ class AutoDeepLabSupernet(keras.Model):
             filter_multiplier=self.filter_multiplier, num_blocks=self.num_blocks,
             stem_filters=list(self.stem_filters), affine=self.affine,
             stack_sources=self.stack_sources, remat=self.remat, cell_type=self.cell_type,
-            loop_layers=self.loop_layers, arch_init_stddev=self.arch_init_stddev, seed=self.seed,
+            loop_layers=self.loop_layers, min_loop_layers=self.min_loop_layers,
+            arch_init_stddev=self.arch_init_stddev, seed=self.seed,
             bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
         return config

@@ -349,7 +349,8 @@ def _train_step(model, x, compiled):
 def test_remat_gives_the_same_gradients_and_statistics():
     # L = 6: layers 0-3 unrolled, 4-5 looped; remat covers both kinds of layer.
     # (Eager: the compiled loop is covered by test_looped_layers_equal_unrolled_layers.)
-    config = dict(num_classes=2, num_layers=6, filter_multiplier=1, num_blocks=1, seed=3)
+    config = dict(num_classes=2, num_layers=6, filter_multiplier=1, num_blocks=1, seed=3,
+                  min_loop_layers=2)
     plain, rematerialised = (AutoDeepLabSupernet(**config),
                              AutoDeepLabSupernet(remat=True, **config))
     for model in (plain, rematerialised):
@@ -369,18 +370,23 @@ def test_remat_gives_the_same_gradients_and_statistics():
 
 def test_identical_layers_are_looped():
     # Layers 4.. see full layers l-1 and l-2 (layer 3's H^{l-2}, layer 1, lacks level 3).
-    for num_layers, start in ((3, 3), (5, 5), (6, 4), (12, 4)):
+    # By default at least 3 of them (L >= 7); the tests below loop 2 (L = 6).
+    for num_layers, start in ((3, 3), (5, 5), (6, 6), (7, 4), (12, 4)):
         assert AutoDeepLabSupernet(2, num_layers=num_layers, filter_multiplier=1,
                                    num_blocks=1).loop_start == start
+    assert AutoDeepLabSupernet(2, num_layers=6, filter_multiplier=1, num_blocks=1,
+                               min_loop_layers=2).loop_start == 4
     assert AutoDeepLabSupernet(2, num_layers=12, filter_multiplier=1, num_blocks=1,
                                loop_layers=False).loop_start == 12
+    with pytest.raises(ValueError, match="min_loop_layers"):
+        AutoDeepLabSupernet(2, num_layers=6, min_loop_layers=0)
 
 
 @pytest.mark.parametrize("compiled,num_blocks", [(False, 2), (True, 1)])
 def test_looped_layers_equal_unrolled_layers(compiled, num_blocks):
     # The same model (same variables) run with layers 4-5 looped and unrolled.
     model = AutoDeepLabSupernet(3, num_layers=6, filter_multiplier=1,
-                                num_blocks=num_blocks, seed=4)
+                                num_blocks=num_blocks, seed=4, min_loop_layers=2)
     x = _normal((2, 17, 17, 3), 9)
     model.build(x.shape)
     assert model.loop_start == 4
@@ -438,7 +444,8 @@ _JAX_SCRIPT = textwrap.dedent("""
 def test_jax_backend_forward_matches_tensorflow(tmp_path):
     pytest.importorskip("jax")
     # L = 6: layers 4-5 run in the layer loop (fori_loop on JAX).
-    model = AutoDeepLabSupernet(3, num_layers=6, filter_multiplier=1, num_blocks=1, seed=5)
+    model = AutoDeepLabSupernet(3, num_layers=6, filter_multiplier=1, num_blocks=1, seed=5,
+                                min_loop_layers=2)
     x = _normal((1, 33, 33, 3), 8)
     model.build(x.shape)
     model.save_weights(str(tmp_path / "model.weights.h5"))
@@ -463,7 +470,7 @@ def test_looped_layers_under_mirrored_strategy():
     x = _normal((2, 17, 17, 3), 10)
     with strategy.scope():
         model = AutoDeepLabSupernet(2, num_layers=6, filter_multiplier=1, num_blocks=1,
-                                    seed=6)
+                                    seed=6, min_loop_layers=2)
         model.build(x.shape)
     assert model.loop_start == 4
     before = [np.asarray(v).copy() for v in model.non_trainable_variables]
