@@ -144,8 +144,10 @@ class SearchBatchNorm(keras.layers.Layer):
     def call(self, x, training=None):
         x32 = ops.cast(x, "float32")
         if training:
-            mean = ops.mean(x32, axis=(0, 1, 2))
-            variance = ops.mean(ops.square(x32 - ops.stop_gradient(mean)), axis=(0, 1, 2))
+            # ops.moments is one fused squared difference on TensorFlow: unlike
+            # mean(square(x - mean)) it keeps no centred copy of x alive for the
+            # backward pass (one activation-sized tensor per batch norm).
+            mean, variance = ops.moments(x32, axes=(0, 1, 2))
             keep = self.momentum
             self.moving_mean.assign(self.moving_mean * keep
                                     + ops.stop_gradient(mean) * (1.0 - keep))
