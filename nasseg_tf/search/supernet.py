@@ -120,8 +120,7 @@ Measured on the 2-core CPU with ``tools/benchmark.py search`` (batch 2; all figu
 the README): at 65², F = 4, L = 12 the looped trellis has a weight step of 1.59 s, an
 architecture step of 0.92 s, first calls of 117 s / 79 s (125k / 90k graph nodes) and
 3.9 GiB peak RSS; at 321², F = 8, L = 12, 12.6 s / 8.7 s, 156 s / 85 s and 13.0 GiB
-(remat, measured before the batch norm's switch to ``ops.moments``: 16.8 s / 13.7 s
-and 6.4 GiB). At L = 6 (unrolled) 0.46 s / 0.32 s, 64 s / 49 s
+(remat: 15.6 s / 11.7 s, 155 s / 102 s and 6.2 GiB). At L = 6 (unrolled) 0.46 s / 0.32 s, 64 s / 49 s
 (78k / 61k nodes), 2.5 GiB. Remat at 65² adds nodes and no memory saving: the graph,
 not the activations, dominates there.
 """
