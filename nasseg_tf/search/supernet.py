@@ -168,27 +168,45 @@ def _weighted_sum(outputs, weights):
     return ops.tensordot(ops.stack(outputs, axis=-1), weights, axes=1)
 
 
+def _stateless(fn, variables):
+    """``fn`` as a pure function of the values of the ``variables`` it reads.
+
+    Returns ``(pure, stat_index)``: ``pure(values, *tensors)`` runs ``fn(*tensors)`` in
+    a :class:`keras.StatelessScope` that reads ``variables[i]`` as ``values[i]`` and
+    returns ``(fn's output, new values of the non-trainable variables)`` — the batch-norm
+    statistics ``fn`` updated, as stop-gradient tensors, in the order of
+    ``stat_index`` (their positions in ``variables``). Nothing is assigned.
+    """
+    stat_index = [i for i, v in enumerate(variables) if not v.trainable]
+
+    def pure(values, *tensors):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+            output = fn(*tensors)
+            stats = tuple(ops.stop_gradient(scope.get_current_value(variables[i]))
+                          for i in stat_index)
+        return output, stats
+
+    return pure, stat_index
+
+
 def _rematerialised(fn, variables):
     """``fn`` with its activations recomputed in the backward pass (:func:`keras.remat`).
 
     ``fn`` reads ``variables``; they enter the rematerialised function as explicit
     inputs (so gradients reach them also when they are loop slices under a
-    :class:`keras.StatelessScope`), and the function runs in its own stateless scope:
-    the batch-norm statistics it updates are returned and assigned once, after the
-    forward pass — the recomputation in the backward pass updates nothing.
+    :class:`keras.StatelessScope`), and the function runs statelessly
+    (:func:`_stateless`): the batch-norm statistics it updates are assigned once, after
+    the forward pass — the recomputation in the backward pass updates nothing.
     """
-    stat_index = [i for i, v in enumerate(variables) if not v.trainable]
+    pure, stat_index = _stateless(fn, variables)
+    num_variables = len(variables)
 
-    def pure(*args):
-        values, tensors = args[:len(variables)], args[len(variables):]
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
-            output = fn(*tensors)
-            stats = [ops.stop_gradient(scope.get_current_value(variables[i]))
-                     for i in stat_index]
-        return (output, *stats)
+    def flat(*args):  # tf.recompute_grad wants tensors in, tensors out
+        output, stats = pure(args[:num_variables], *args[num_variables:])
+        return (output,) + stats
 
     def call(*tensors):
-        output, *stats = keras.remat(pure)(*[v.value for v in variables], *tensors)
+        output, *stats = keras.remat(flat)(*[v.value for v in variables], *tensors)
         for i, new in zip(stat_index, stats):
             variables[i].assign(new)
         return output
@@ -449,15 +467,19 @@ class AutoDeepLabSupernet(keras.Model):
                 if self._exists[layer, s]}
 
     @staticmethod
-    def _nearest(states, level):
+    def _nearest_level(levels, level):
+        """Of a layer's ``levels``, the one nearest to ``level`` (the H^{l-2} rule)."""
+        return min(levels, key=lambda s: abs(s - level))
+
+    def _nearest(self, states, level):
         """The state of a layer at the level nearest to ``level`` (the H^{l-2} rule)."""
-        return states[min(states, key=lambda s: abs(s - level))]
+        return states[self._nearest_level(states, level)]
 
     def _layer_signature(self, layer):
         """Everything that fixes the sub-layers and graph of trellis layer ``layer``."""
         prev_prev = self._layer_channels(layer - 2)
         nodes = tuple((level, tuple(self._sources(layer, level)),
-                       min(prev_prev, key=lambda s, level=level: abs(s - level)))
+                       self._nearest_level(prev_prev, level))
                       for level in range(NUM_LEVELS) if self._exists[layer, level])
         return (nodes, tuple(sorted(self._layer_channels(layer - 1).items())),
                 tuple(sorted(prev_prev.items())))
@@ -523,7 +545,10 @@ class AutoDeepLabSupernet(keras.Model):
         self.built = True
 
     def _loop_template(self):
-        return self._layer_weights(self.loop_start) if self.loop_start < self.num_layers else []
+        """The variables of layer ``loop_start`` (empty when nothing is looped)."""
+        if self.loop_start == self.num_layers:
+            return []
+        return self._layer_weights(self.loop_start)
 
     # ----------------------------------------------------------------------------------
     # Architecture parameters.
@@ -556,14 +581,13 @@ class AutoDeepLabSupernet(keras.Model):
     # ----------------------------------------------------------------------------------
     # Forward.
 
-    def _run_cell(self, cell, sources, weights, h_prev_prev, alpha_weights, training,
-                  remat):
+    def _run_cell(self, cell, sources, weights, h_prev_prev, alpha_weights, training):
         """Σ_i weights[i] · cell([sources[i], h_prev_prev]) (eq. 6 for one node)."""
 
         def run(h_prev, h_pp, alpha_w):
             return cell([h_prev, h_pp], alpha_w, training=training)
 
-        if remat:
+        if self.remat:
             run = _rematerialised(run, cell.weights)
         if self.stack_sources and len(sources) > 1:
             stacked = run(ops.concatenate(sources, axis=0), h_prev_prev, alpha_weights)
@@ -599,7 +623,7 @@ class AutoDeepLabSupernet(keras.Model):
                 weights.append(layer_probs[source, k])
             current[level] = self._run_cell(
                 self.cell(layer, level), sources, weights,
-                self._nearest(prev_prev, level), alpha_weights, training, self.remat)
+                self._nearest(prev_prev, level), alpha_weights, training)
         return current
 
     def _looped_layers(self, prev, prev_prev, probs, alpha_weights, training):
@@ -621,29 +645,21 @@ class AutoDeepLabSupernet(keras.Model):
         per_layer = [self._layer_weights(layer) for layer in range(start, self.num_layers)]
         stacks = [ops.stack([weights[i].value for weights in per_layer])
                   for i in range(len(template))]
-        stat_index = [i for i, v in enumerate(template) if not v.trainable]
         levels = sorted(prev)
-        num_levels = len(levels)
         loop_probs = probs[start:]
         num_loop_layers = self.num_layers - start
 
-        def layer_step(*args):
-            h_prev = dict(zip(levels, args[:num_levels]))
-            h_prev_prev = dict(zip(levels, args[num_levels:2 * num_levels]))
-            layer_probs, alpha_w = args[2 * num_levels:2 * num_levels + 2]
-            values = args[2 * num_levels + 2:]
-            with keras.StatelessScope(state_mapping=list(zip(template, values))) as scope:
-                current = self._layer(start, h_prev, h_prev_prev, layer_probs, alpha_w,
-                                      training)
-                stats = [ops.stop_gradient(scope.get_current_value(template[i]))
-                         for i in stat_index]
-            return tuple(current[s] for s in levels) + tuple(stats)
+        step, stat_index = _stateless(
+            lambda h_prev, h_prev_prev, layer_probs, alpha_w: self._layer(
+                start, h_prev, h_prev_prev, layer_probs, alpha_w, training), template)
 
         def body(t, carry):
             h_prev, h_prev_prev, stats = carry
-            out = layer_step(*h_prev, *h_prev_prev, ops.take(loop_probs, t, axis=0),
-                       alpha_weights, *[ops.take(stack, t, axis=0) for stack in stacks])
-            current, new_stats = tuple(out[:num_levels]), out[num_levels:]
+            current, new_stats = step([ops.take(stack, t, axis=0) for stack in stacks],
+                                      dict(zip(levels, h_prev)),
+                                      dict(zip(levels, h_prev_prev)),
+                                      ops.take(loop_probs, t, axis=0), alpha_weights)
+            current = tuple(current[s] for s in levels)
             if training:  # row t of each buffer := the new statistics
                 is_t = ops.equal(ops.arange(num_loop_layers), t)
                 stats = tuple(
