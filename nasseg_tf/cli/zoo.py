@@ -60,18 +60,31 @@ def describe_text(summary):
     fmt = counting.format_count
     paper = summary.get("paper", {})
     h, w = summary["input_size"]
+    size = (h, w)
+
+    def at_size(key, size_key):  # a paper's Multiply-Adds compare only at its input size
+        given = tuple(paper.get(size_key, size))
+        return paper.get(key) if given == size else None
+
     rows = [("params", summary["params"], paper.get("params")),
-            (f"Multiply-Adds @ {h}x{w}", summary["madds"], paper.get("madds"))]
+            (f"Multiply-Adds @ {h}x{w}", summary["madds"],
+             at_size("madds", "madds_input_size"))]
     if "context_params" in summary:
         rows += [("context params", summary["context_params"], paper.get("context_params")),
                  ("context Multiply-Adds", summary["context_madds"],
-                  paper.get("context_madds"))]
+                  at_size("context_madds", "context_input_size"))]
     lines = [f"{summary['name']} ({summary['num_classes']} classes)",
              f"  {'':26s} {'ours':>10s} {'paper':>10s}"]
     for label, ours, theirs in rows:
         ratio = f"  ({ours / theirs:.3f}x)" if theirs else ""
         lines.append(f"  {label:26s} {fmt(ours):>10s} "
                      f"{fmt(theirs) if theirs else '-':>10s}{ratio}")
+    for key, what in (("madds_input_size", "whole-network"),
+                      ("context_input_size", "context")):
+        if key in paper and tuple(paper[key]) != size:
+            ph, pw = paper[key]
+            lines.append(f"  the paper's {what} Multiply-Adds are at {ph}x{pw}: "
+                         f"run with --input_size={ph}x{pw} to compare")
     if paper.get("source"):
         lines.append(f"  paper: {paper['source']}")
     return "\n".join(lines)

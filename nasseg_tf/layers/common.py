@@ -50,6 +50,8 @@ class ConvBN(keras.layers.Layer):
       post_activation: apply ReLU after the BN (DeepLab head style).
       depthwise_bn: for separable convs, put BN+ReLU after the depthwise step too
         (DPC and DeepLabv3+ style); otherwise one BN after the pointwise step.
+      depthwise_activation: with ``depthwise_bn``, the ReLU after the depthwise BN
+        (False: BN only, as in Xception's entry and middle flow).
       use_bn: BN after the conv (no BN means the conv gets a bias).
       bn_momentum, bn_epsilon: batch-norm settings.
     """
@@ -64,6 +66,7 @@ class ConvBN(keras.layers.Layer):
         pre_activation=False,
         post_activation=True,
         depthwise_bn=False,
+        depthwise_activation=True,
         use_bn=True,
         bn_momentum=BN_MOMENTUM,
         bn_epsilon=BN_EPSILON,
@@ -82,6 +85,7 @@ class ConvBN(keras.layers.Layer):
         self.pre_activation = bool(pre_activation)
         self.post_activation = bool(post_activation)
         self.depthwise_bn = bool(depthwise_bn)
+        self.depthwise_activation = bool(depthwise_activation)
         self.use_bn = bool(use_bn)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
@@ -147,7 +151,9 @@ class ConvBN(keras.layers.Layer):
         if self.depthwise is not None:
             x = self.depthwise(x)
             if self.depthwise_norm is not None:
-                x = ops.relu(self.depthwise_norm(x, training=training))
+                x = self.depthwise_norm(x, training=training)
+                if self.depthwise_activation:
+                    x = ops.relu(x)
         x = self.conv(x)
         if self.norm is not None:
             x = self.norm(x, training=training)
@@ -173,6 +179,7 @@ class ConvBN(keras.layers.Layer):
             pre_activation=self.pre_activation,
             post_activation=self.post_activation,
             depthwise_bn=self.depthwise_bn,
+            depthwise_activation=self.depthwise_activation,
             use_bn=self.use_bn,
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,

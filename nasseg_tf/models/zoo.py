@@ -106,3 +106,103 @@ for _suffix, _f, _params, _madds, _miou in (
         f"Auto-DeepLab-{_suffix.upper()} (F={_f}): published path + cell, ASPP, "
         "DeepLabv3+ decoder",
         dict(params=_params, madds=_madds, miou=_miou, source=_ADL_PAPER))
+
+
+# --------------------------------------------------------------------------------------
+# DeepLab with a DPC or ASPP context module on MobileNet-v2 / Xception (Chen et al. 2018).
+
+
+def _mobilenet_v2(images, output_stride, depth_multiplier, **bn):
+    from nasseg_tf.models.mobilenet_v2 import mobilenet_v2_backbone  # pylint: disable=import-outside-toplevel
+    return mobilenet_v2_backbone(images, output_stride=output_stride,
+                                 depth_multiplier=depth_multiplier, **bn)
+
+
+def _xception(depth):
+    def backbone(images, output_stride, depth_multiplier, **bn):
+        from nasseg_tf.models.xception import xception_backbone  # pylint: disable=import-outside-toplevel
+        if depth_multiplier != 1.0:
+            raise ValueError(f"xception_{depth}: depth_multiplier is a MobileNet-v2 option")
+        return xception_backbone(images, depth=depth, output_stride=output_stride, **bn)
+    return backbone
+
+
+BACKBONES = {"mobilenet_v2": _mobilenet_v2, "xception_65": _xception(65),
+             "xception_71": _xception(71)}
+CONTEXT_MODULES = ("dpc", "aspp")
+
+
+def build_deeplab(num_classes, name="deeplab", backbone="mobilenet_v2", context="dpc",
+                  dpc_cell="dpc_top1_cityscapes", output_stride=16, depth_multiplier=1.0,
+                  context_filters=256, aspp_rates=(6, 12, 18), image_pooling=True,
+                  pool_crop_size=None, dropout_rate=0.1, decoder=False,
+                  decoder_filters=256, bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON):
+    """DeepLab on MobileNet-v2 / Xception with a DPC or ASPP context module.
+
+    Args:
+      backbone: ``mobilenet_v2``, ``xception_65`` or ``xception_71`` (atrous output
+        stride 8 or 16).
+      context: ``dpc`` (a :class:`DensePredictionCell` of ``dpc_cell``: a published
+        name, a JSON path — e.g. a DPC search's ``best_cell.json`` — or a config
+        list) or ``aspp`` (DeepLabv3+ ASPP with separable 3×3 branches).
+      aspp_rates: ASPP rates at output stride 16; like the DPC rates they are
+        multiplied by ``16 / output_stride`` (6, 12, 18 → 12, 24, 36 at OS 8).
+      decoder: add the DeepLabv3+ decoder (separable convs) on the backbone's OS-4
+        feature, as the official Xception models do.
+      depth_multiplier: MobileNet-v2 width.
+    """
+    # pylint: disable=import-outside-toplevel
+    from nasseg_tf.layers.dpc import DensePredictionCell
+
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
+    if context not in CONTEXT_MODULES:
+        raise ValueError(f"unknown context module {context!r}; known: "
+                         f"{', '.join(CONTEXT_MODULES)}")
+    if output_stride not in (8, 16):
+        raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
+    bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+    if context == "dpc":
+        module = DensePredictionCell(dpc_cell, context_filters, output_stride,
+                                     pool_crop_size=pool_crop_size,
+                                     dropout_rate=dropout_rate, name="context", **bn)
+    else:
+        multiplier = 16 // output_stride
+        module = ASPP(context_filters, tuple(r * multiplier for r in aspp_rates),
+                      separable=True, image_pooling=image_pooling,
+                      dropout_rate=dropout_rate, name="context", **bn)
+    dec = (DeepLabV3PlusDecoder(decoder_filters, separable=True, name="decoder", **bn)
+           if decoder else None)
+    return build_segmenter(
+        lambda x: BACKBONES[backbone](x, output_stride, depth_multiplier, **bn),
+        module, dec, num_classes, name)
+
+
+_DPC_PAPER = ("Chen et al. 2018, Table 1 (Cityscapes val, OS 16; context module "
+              "counted at 1025x2049 without the concat projection)")
+for _name, _backbone, _context, _decoder, _paper in (
+        ("mobilenetv2_aspp", "mobilenet_v2", "aspp", False,
+         dict(context_params=0.25e6, context_madds=2.82e9, miou=73.97)),
+        ("mobilenetv2_dpc", "mobilenet_v2", "dpc", False,
+         dict(context_params=0.36e6, context_madds=3.00e9, miou=75.37)),
+        ("xception71_aspp", "xception_71", "aspp", True,
+         dict(context_params=1.59e6, context_madds=18.12e9, miou=80.25)),
+        ("xception71_dpc", "xception_71", "dpc", True,
+         dict(context_params=0.81e6, context_madds=6.84e9, miou=80.85,
+              madds=502.07e9, madds_input_size=(1025, 2049))),
+        ("xception65_aspp", "xception_65", "aspp", True, {})):
+    _paper = dict(_paper)
+    if _paper:
+        _paper.update(source=_DPC_PAPER, context_input_size=(1025, 2049))
+    if "madds" in _paper:
+        # SPEC §3.4 assumed a 769x769 crop for the official zoo's 502.07B; our count
+        # matches it at the full 1025x2049 frame (501.81B) and gives 143.1B at 769x769.
+        _paper["source"] += ("; whole network 502.07B Multiply-Adds: official model "
+                             "zoo, matched by the full 1025x2049 frame")
+    register_model(
+        _name, build_deeplab,
+        dict(backbone=_backbone, context=_context, decoder=_decoder),
+        f"{_backbone} OS 16 + {_context.upper()}"
+        + (" + DeepLabv3+ decoder (OS 4)" if _decoder else "")
+        + (" (published top-1 Cityscapes cell)" if _context == "dpc" else ""),
+        _paper)

@@ -40,19 +40,24 @@ from nasseg_tf.train.segmentation import SegmentationTask, make_learning_rate
 
 
 @gin.configurable("Model")
-def build_model(num_classes, name=gin.REQUIRED, overrides=None, genotype=None):
+def build_model(num_classes, name=gin.REQUIRED, overrides=None, genotype=None,
+                dpc_cell=None):
     """The zoo model ``name`` with ``overrides`` (e.g. ``{'aspp_rates': (6, 12, 18)}``).
 
     ``genotype`` (a genotype name or a JSON path, e.g. a search's ``genotype.json``)
     is a shortcut for ``overrides['genotype']`` that keeps the other overrides of the
     gin file, so retraining a searched result is one binding:
     ``--gin_bindings="Model.genotype = 'runs/search/genotype.json'"``. With it, a
-    ``path`` override is dropped: the genotype's own path is used.
+    ``path`` override is dropped: the genotype's own path is used. ``dpc_cell`` does
+    the same for DPC models (a published cell name or a DPC search's cell JSON):
+    ``--gin_bindings="Model.dpc_cell = 'runs/dpc/best_cell.json'"``.
     """
     overrides = dict(overrides or {})
     if genotype is not None:
         overrides["genotype"] = genotype
         overrides.pop("path", None)
+    if dpc_cell is not None:
+        overrides["dpc_cell"] = dpc_cell
     return zoo.build(name, num_classes=num_classes, **overrides)
 
 
