@@ -45,6 +45,7 @@ setuptools.setup(
             "nasseg-eval=nasseg_tf.cli.eval:run",
             "nasseg-predict=nasseg_tf.cli.predict:run",
             "nasseg-search-autodeeplab=nasseg_tf.cli.search_autodeeplab:run",
+            "nasseg-search-dpc=nasseg_tf.cli.search_dpc:run",
         ]
     },
 )

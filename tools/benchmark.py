@@ -5,12 +5,17 @@ Usage:
         --output=bench/train_adl_s.json
     python tools/benchmark.py search --crop=65x65 --batch=2 --filter_multiplier=4 \
         --num_layers=6 [--remat] --output=bench/search_65_f4_l6.json
+    python tools/benchmark.py dpc_proxy --dpc_crop=129x129 --dpc_batch=8 \
+        --dpc_filters=256 --dpc_cells=3 --dpc_steps=20 --output=bench/dpc_proxy.json
 
 Subcommands:
   train   a zoo model: training and evaluation images/s, first-call time, peak RSS.
   search  the Auto-DeepLab supernet: seconds per weight step and per architecture step,
           first-call (trace + graph build) time of each, traced graph nodes, forward
           Multiply-Adds, peak RSS (SPEC §6's table).
+  dpc_proxy  DPC proxy trials per hour with cached MobileNet-v2 features vs recomputing
+          the frozen backbone in every step (same cells and steps, one run), their
+          ratio (SPEC §6: >= 10x), and the one-time cache build time.
 Run each configuration in its own process (peak RSS is per process) and several times:
 this machine varies 20–40% between processes; quote medians.
 """
@@ -38,11 +43,23 @@ flags.DEFINE_bool("loop_layers", True,
                   "search: trace the identical layers 4..L-1 once and loop over them "
                   "(--noloop_layers unrolls every layer).")
 flags.DEFINE_bool("count_madds", True, "search: also count the forward Multiply-Adds.")
+flags.DEFINE_string("dpc_crop", "129x129", "dpc_proxy: crop HxW (demo images of that size).")
+flags.DEFINE_integer("dpc_batch", 8, "dpc_proxy: batch size (paper: 8).")
+flags.DEFINE_integer("dpc_filters", 256, "dpc_proxy: DPC filters (paper: 256).")
+flags.DEFINE_integer("dpc_cells", 3, "dpc_proxy: random cells, each trained both ways.")
+flags.DEFINE_integer("dpc_steps", 20, "dpc_proxy: training steps per trial.")
+flags.DEFINE_integer("dpc_num_train", 32, "dpc_proxy: demo training images.")
+flags.DEFINE_integer("dpc_num_val", 16, "dpc_proxy: demo validation images.")
+flags.DEFINE_float("dpc_depth_multiplier", 1.0, "dpc_proxy: MobileNet-v2 width.")
+flags.DEFINE_integer("dpc_output_stride", 16, "dpc_proxy: backbone output stride.")
+flags.DEFINE_integer("dpc_project_steps", 30000,
+                     "dpc_proxy: also project both rates to trials of this many steps.")
+flags.DEFINE_string("dpc_work_dir", None, "dpc_proxy: data + cache folder (default: temp).")
 flags.DEFINE_string("output", None, "JSON output file (also printed).")
 FLAGS = flags.FLAGS
 
 
-SUBCOMMANDS = ("train", "search")
+SUBCOMMANDS = ("train", "search", "dpc_proxy")
 
 
 def main(argv):
@@ -55,6 +72,16 @@ def main(argv):
         result = bench_train(FLAGS.model, parse_size(FLAGS.crop), FLAGS.batch,
                              FLAGS.num_classes, FLAGS.steps,
                              overrides=json.loads(FLAGS.overrides))
+    elif argv[1] == "dpc_proxy":
+        from nasseg_tf.bench.dpc_proxy_bench import bench_dpc_proxy
+
+        result = bench_dpc_proxy(parse_size(FLAGS.dpc_crop), FLAGS.dpc_batch,
+                                 FLAGS.dpc_filters, FLAGS.dpc_cells, FLAGS.dpc_steps,
+                                 num_train=FLAGS.dpc_num_train, num_val=FLAGS.dpc_num_val,
+                                 depth_multiplier=FLAGS.dpc_depth_multiplier,
+                                 output_stride=FLAGS.dpc_output_stride,
+                                 project_steps=FLAGS.dpc_project_steps,
+                                 work_dir=FLAGS.dpc_work_dir)
     else:
         from nasseg_tf.bench.search_bench import bench_search
 

@@ -29,6 +29,7 @@ from importlib import resources
 
 import numpy as np
 
+from nasseg_tf.fileio import atomic_write_text
 from nasseg_tf.search_space.genotypes import GenotypeError
 
 OPS = ("conv", "pyramid_pooling")
@@ -163,10 +164,7 @@ class DPCCell:
 
     def save(self, path):
         """Writes the JSON atomically (temp file + rename)."""
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.to_json() + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, self.to_json() + "\n")
 
 
 # --------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import json
 import os
 from importlib import resources
 
+from nasseg_tf.fileio import atomic_write_text
 from nasseg_tf.search_space.primitives import (
     NUM_LEVELS, OFFICIAL_TO_OURS, OURS_TO_OFFICIAL, PRIMITIVES, ZERO_OP)
 
@@ -192,10 +193,7 @@ class NetworkGenotype:
 
     def save(self, path):
         """Writes the JSON atomically (temp file + rename)."""
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.to_json() + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, self.to_json() + "\n")
 
 
 # --------------------------------------------------------------------------------------

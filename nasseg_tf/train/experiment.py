@@ -28,6 +28,7 @@ import tensorflow as tf
 from PIL import Image
 
 from nasseg_tf.data import build_dataset, ensure_demo_dataset, get_dataset_info
+from nasseg_tf.fileio import atomic_write_text
 from nasseg_tf.models import zoo
 from nasseg_tf.train import strategies
 from nasseg_tf.train.checkpointing import variables_by_path
@@ -144,12 +145,7 @@ class EvalConfig:
 # Files in the model dir.
 
 
-def _atomic_write(path, text):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+_atomic_write = atomic_write_text
 
 
 def parse_gin(gin_files=(), gin_bindings=(), finalize=True):
@@ -160,6 +156,7 @@ def parse_gin(gin_files=(), gin_bindings=(), finalize=True):
     """
     # pylint: disable=import-outside-toplevel,unused-import
     from nasseg_tf.search import autodeeplab_search  # noqa: F401  (Supernet, Search)
+    from nasseg_tf.search import dpc_proxy, dpc_tuner  # noqa: F401  (Proxy, DPCSearch, ...)
 
     gin.clear_config()
     for path in gin_files:

@@ -1,0 +1,203 @@
+"""``nasseg-search-dpc`` as users run it: alone, as a chief with workers, restarted."""
+
+import json
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nasseg_tf.search_space.dpc import DPCSearchSpace, load_dpc_cell
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPACE = DPCSearchSpace()
+SYNTHETIC = ("DPCSearch.objective = 'synthetic'", "DPCSearch.verbose = True",
+             "DPCSearch.early_stopping_min_trials = 2")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def launch(tmp_path):
+    """Starts the CLI as a subprocess; kills the ones still running at the end."""
+    started = []
+
+    def start(project, *bindings, tuner_id=None, port=None, gin_files=(), env=None):
+        extra, env = env or {}, dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        for var in ("TUNER_ID", "ORACLE_IP", "ORACLE_PORT"):
+            env.pop(f"KERASTUNER_{var}", None)
+        env.update(extra)
+        if tuner_id is not None:
+            env.update(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+                       KERASTUNER_ORACLE_PORT=str(port))
+        log = open(tmp_path / f"{tuner_id or 'single'}-{len(started)}.log", "w+",
+                   encoding="utf-8")
+        args = [sys.executable, "-m", "nasseg_tf.cli.search_dpc",
+                f"--project_dir={project}"]
+        args += [f"--gin_file={f}" for f in gin_files]
+        args += [f"--gin_bindings={b}" for b in bindings]
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                text=True, cwd=ROOT)
+        proc.log = log
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.log.close()
+
+
+def _output(proc):
+    proc.log.flush()
+    proc.log.seek(0)
+    return proc.log.read()
+
+
+def _wait(procs, timeout):
+    deadline = time.time() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{proc.args} did not finish:\n{_output(proc)[-3000:]}")
+        assert proc.returncode == 0, _output(proc)[-3000:]
+
+
+def _trials(project):
+    """{trial_id: (status, cell key)} from the trial folders."""
+    trials = {}
+    for name in sorted(os.listdir(project)):
+        path = os.path.join(project, name, "trial.json")
+        if name.startswith("trial_") and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+            values = state["hyperparameters"]["values"]
+            trials[state["trial_id"]] = (state["status"], SPACE.decode(values).key())
+    return trials
+
+
+def _runs(project, trial_id):
+    with open(os.path.join(project, f"trial_{trial_id}", "runs.jsonl"),
+              encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def _check_complete_search(project, max_trials, workers):
+    trials = _trials(project)
+    assert len(trials) == max_trials
+    assert {status for status, _ in trials.values()} == {"COMPLETED"}
+    assert len({key for _, key in trials.values()}) == max_trials  # no duplicate cell
+    for trial_id in trials:  # each trial run once, by one worker
+        runs = _runs(project, trial_id)
+        assert len(runs) == 1 and runs[0]["tuner_id"] in workers
+    with open(os.path.join(project, "oracle.json"), encoding="utf-8") as f:
+        end_order = json.load(f)["end_order"]
+    assert sorted(end_order) == sorted(trials)
+    with open(os.path.join(project, "leaderboard.json"), encoding="utf-8") as f:
+        board = json.load(f)
+    assert board["num_completed"] == max_trials
+    return trials
+
+
+def test_chief_and_two_workers_complete_the_search_without_duplicates(tmp_path, launch):
+    project, port = str(tmp_path / "search"), _free_port()
+    bindings = SYNTHETIC + ("DPCSearch.max_trials = 6", "SyntheticObjective.seconds = 0.5")
+    procs = [launch(project, *bindings, tuner_id=t, port=port)
+             for t in ("chief", "tuner0", "tuner1")]
+    _wait(procs, timeout=150)
+    _check_complete_search(project, 6, {"tuner0", "tuner1"})
+    assert "6/6 trials ended" in _output(procs[0])
+    assert "worker done" in _output(procs[1]) and "worker done" in _output(procs[2])
+
+
+def test_killed_chief_restarts_without_losing_or_repeating_trials(tmp_path, launch):
+    project, port = str(tmp_path / "search"), _free_port()
+    bindings = SYNTHETIC + ("DPCSearch.max_trials = 10", "SyntheticObjective.seconds = 1.0")
+    chief = launch(project, *bindings, tuner_id="chief", port=port)
+    workers = [launch(project, *bindings, tuner_id=t, port=port)
+               for t in ("tuner0", "tuner1")]
+    deadline = time.time() + 120
+    while True:
+        before = {i: key for i, (status, key) in _trials(project).items()
+                  if status == "COMPLETED"} if os.path.isdir(project) else {}
+        if len(before) >= 3:
+            break
+        assert time.time() < deadline and chief.poll() is None, _output(chief)
+        time.sleep(0.1)
+    chief.kill()  # SIGKILL mid-search
+    chief.wait()
+    assert chief.returncode == -9
+    time.sleep(1.0)
+    restarted = launch(project, *bindings, tuner_id="chief", port=port)
+    _wait([restarted] + workers, timeout=150)
+
+    trials = _check_complete_search(project, 10, {"tuner0", "tuner1"})
+    for trial_id, key in before.items():  # completed before the kill: kept as they were
+        assert trials[trial_id] == ("COMPLETED", key)
+    assert "Reloading Tuner" in _output(restarted)
+
+
+def test_bad_configuration_exits_with_a_clear_error(tmp_path, launch):
+    project = str(tmp_path / "search")
+    bad_binding = launch(project, "DPCSearch.no_such_setting = 1")
+    bad_oracle = launch(project, "DPCSearch.oracle = 'bayes'")
+    no_port = launch(project, *SYNTHETIC, env={"KERASTUNER_ORACLE_IP": "127.0.0.1"})
+    for proc in (bad_binding, bad_oracle, no_port):
+        proc.wait(120)
+        assert proc.returncode == 2, _output(proc)
+        assert "Traceback" not in _output(proc)
+    assert "nasseg-search-dpc: error: bad gin configuration" in _output(bad_binding)
+    assert "no_such_setting" in _output(bad_binding)
+    assert ("unknown DPC oracle 'bayes'; known oracles: evolution, random"
+            in _output(bad_oracle))
+    assert "KERASTUNER_ORACLE_PORT and KERASTUNER_TUNER_ID" in _output(no_port)
+
+
+@pytest.mark.slow
+def test_demo_search_with_the_real_proxy(tmp_path, launch):
+    project = str(tmp_path / "search")
+    proc = launch(
+        project,
+        f"Data.data_dir = '{tmp_path / 'data'}'", "Data.demo_num_train = 8",
+        "Data.demo_num_val = 4", "Data.demo_size = (40, 40)",
+        "ProxyBackbone.crop_size = (33, 33)", "Proxy.steps = 6", "Proxy.filters = 8",
+        "Proxy.batch_size = 2", "DPCSearch.max_trials = 4", "DPCSearch.explore = 0.5",
+        "DPCSearch.rerank_top_k = 1", "DPCSearch.rerank_steps = 2",
+        "DPCSearch.rerank_crop_size = (33, 33)",
+        "DPCSearch.rerank_model_overrides = {'depth_multiplier': 0.35, "
+        "'context_filters': 8}",
+        gin_files=[os.path.join(ROOT, "gin", "search", "dpc_demo.gin")])
+    _wait([proc], timeout=400)
+
+    with open(os.path.join(project, "leaderboard.json"), encoding="utf-8") as f:
+        rows = json.load(f)["entries"]
+    assert len(rows) == 4
+    assert all(0.0 <= r["val_miou"] <= 1.0 and 1 <= r["steps"] <= 6 for r in rows)
+    assert [r["val_miou"] for r in rows] == sorted((r["val_miou"] for r in rows),
+                                                  reverse=True)
+    uniform = [r["val_miou"] for r in rows if r["origin"] == "uniform"]
+    assert uniform and rows[0]["val_miou"] >= statistics.median(uniform)
+    best = load_dpc_cell(os.path.join(project, "best_cell.json"))
+    assert best.to_config() == rows[0]["cell"]
+    with open(os.path.join(project, "trial_" + rows[0]["trial_id"], "result.json"),
+              encoding="utf-8") as f:
+        result = json.load(f)
+    assert result["metrics"]["val_miou"] == pytest.approx(rows[0]["val_miou"])
+    assert result["history"] and "stop_reason" in result["objective"]
+    with open(os.path.join(project, "rerank.json"), encoding="utf-8") as f:
+        rerank = json.load(f)
+    assert rerank["complete"] and len(rerank["entries"]) == 1
+    assert math.isfinite(rerank["entries"][0]["rerank_miou"])
+    assert os.path.exists(os.path.join(project, "operative_config.gin"))
+    assert "re-ranked top 1" in _output(proc)
