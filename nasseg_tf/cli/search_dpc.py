@@ -11,7 +11,8 @@ restarted with its old id resumes its trial; a restarted chief resumes the searc
 
 Rerunning resumes (the oracle's state is in --project_dir). --project_dir receives
 oracle.json and trial_<id>/ (trial.json, cell.json, result.json), leaderboard.csv/.json,
-top_cells/, best_cell.json, rerank.json (DPCSearch.rerank_top_k > 0), config.gin and
+top_cells/, best_cell.json, rerank.json (DPCSearch.rerank_top_k > 0),
+random_baseline.json (DPCSearch.random_baseline > 0), config.gin and
 operative_config.gin. `DPCSearch.objective = 'synthetic'` runs the search machinery on a
 cheap synthetic score (tests, dry runs).
 """
@@ -53,6 +54,13 @@ def _search(FLAGS):
         best = f"{FLAGS.project_dir}/best_cell.json"
         print(f"  best cell: {best} (train it: nasseg-train ... "
               f"--gin_bindings=\"Model.dpc_cell = '{best}'\")")
+    if out["baseline"] is not None:
+        base = out["baseline"]
+        print(f"  random baseline: median of {base['count']} random cells "
+              f"{base['median_random_miou']:.4f} vs best searched "
+              f"{base['best_searched_miou']:.4f} "
+              f"({'beats' if base['best_beats_median'] else 'does NOT beat'} the median; "
+              f"{FLAGS.project_dir}/random_baseline.json)")
     if out["rerank"] is not None:
         rho = out["rerank"]["spearman"]
         print(f"  re-ranked top {len(out['rerank']['entries'])}: best trial "

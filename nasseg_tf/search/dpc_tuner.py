@@ -628,6 +628,59 @@ def finetune_rerank_fn(info, train_pattern, val_pattern, steps, batch_size, crop
 
 
 # --------------------------------------------------------------------------------------
+# Does the search beat random cells?
+
+
+def random_baseline(rows, space, objective_fn, project_dir, count, seed=0, verbose=True):
+    """Scores ``count`` fresh uniformly random cells with the full proxy budget.
+
+    The cells are sampled with their own seed and differ from every searched trial;
+    each is trained without early stopping. Writes ``random_baseline.json`` (each
+    cell's score, their median, the search's best score and whether it beats the
+    median) after each cell; a rerun with the same ``count`` and ``seed`` reuses the
+    cells already scored. This answers "does the search beat the median random cell on
+    the proxy?" on the same objective.
+    """
+    path = os.path.join(project_dir, "random_baseline.json")
+    searched = {json.dumps(row["cell"], sort_keys=True) for row in rows}
+    rng = np.random.default_rng([int(seed), 1_000_003])
+    cells = []
+    while len(cells) < count:
+        cell = space.sample(rng)
+        key = json.dumps(cell.to_config(), sort_keys=True)
+        if key not in searched and all(c.key() != cell.key() for c in cells):
+            cells.append(cell)
+    done = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            previous = json.load(f)
+        if previous.get("count") == count and previous.get("seed") == seed:
+            done = {json.dumps(e["cell"], sort_keys=True): e for e in previous["entries"]}
+    best = rows[0]["val_miou"] if rows else None
+    entries = []
+    for i, cell in enumerate(cells):
+        key = json.dumps(cell.to_config(), sort_keys=True)
+        if key in done:
+            entries.append(done[key])
+        else:
+            result = objective_fn(cell, None, None)
+            entries.append({"cell": cell.to_config(), "describe": cell.describe(),
+                            "val_miou": float(result["miou"]),
+                            "steps": int(result.get("steps", 0))})
+            if verbose:
+                print(f"[baseline] random cell {i + 1}/{count}: val_miou "
+                      f"{entries[-1]['val_miou']:.4f}", flush=True)
+        scores = [e["val_miou"] for e in entries]
+        median = float(np.median(scores))
+        summary = {"count": count, "seed": seed, "complete": len(entries) == count,
+                   "entries": entries, "median_random_miou": median,
+                   "best_searched_miou": best,
+                   "best_beats_median": None if best is None else bool(best > median)}
+        atomic_write_json(path, summary, indent=2)
+    return summary
+
+
+# --------------------------------------------------------------------------------------
 # The gin-configured search.
 
 
@@ -646,7 +699,9 @@ class DPCSearchConfig:
     rewrite interval. Re-ranking (0 = off; the paper: 50): ``rerank_top_k``,
     ``rerank_steps``, ``rerank_batch_size``, ``rerank_crop_size``,
     ``rerank_learning_rate``, ``rerank_model`` (a zoo name taking ``dpc_cell``) and
-    ``rerank_model_overrides``, ``rerank_eval_images``.
+    ``rerank_model_overrides``, ``rerank_eval_images``. ``random_baseline``: after
+    the search, score this many fresh random cells with the full budget and compare
+    their median with the best searched cell (:func:`random_baseline`; 0 = off).
     """
 
     oracle: str = "random"
@@ -675,6 +730,7 @@ class DPCSearchConfig:
     rerank_model: str = "mobilenetv2_dpc"
     rerank_model_overrides: dict = None
     rerank_eval_images: int = None
+    random_baseline: int = 0
     verbose: bool = True
 
     def rerank_settings(self):
@@ -732,6 +788,10 @@ def run_search(project_dir, argv=None, objective_fn=None, rerank_fn=None):
 
     rows = write_leaderboard(oracle, project_dir, cfg.save_top_k)
     experiment.write_operative_config(project_dir)
+    baseline = None
+    if cfg.random_baseline > 0:
+        baseline = random_baseline(rows, space, objective_fn, project_dir,
+                                   cfg.random_baseline, cfg.seed, cfg.verbose)
     summary = None
     if cfg.rerank_top_k > 0 and rows:
         if rerank_fn is None:
@@ -745,4 +805,5 @@ def run_search(project_dir, argv=None, objective_fn=None, rerank_fn=None):
                 cfg.rerank_model_overrides, cfg.rerank_eval_images, cfg.seed)
         summary = rerank(rows, rerank_fn, project_dir, cfg.rerank_top_k,
                          settings=cfg.rerank_settings(), verbose=cfg.verbose)
-    return {"role": this_role, "leaderboard": rows, "rerank": summary, "oracle": oracle}
+    return {"role": this_role, "leaderboard": rows, "rerank": summary, "oracle": oracle,
+            "baseline": baseline}

@@ -325,3 +325,24 @@ def test_tuner_writes_trials_leaderboard_top_cells_and_rerank(tmp_path):
 def test_unknown_objective_lists_the_known_ones():
     with pytest.raises(ValueError, match="known objectives: proxy, synthetic"):
         dpc_tuner.make_objective("oracle_score")
+
+
+def test_random_baseline_scores_fresh_cells_once_and_resumes(tmp_path):
+    space = DPCSearchSpace(num_branches=2)
+    searched = [space.sample(np.random.default_rng(i)) for i in range(3)]
+    rows = [{"cell": c.to_config(), "val_miou": 0.5 - 0.1 * i}
+            for i, c in enumerate(searched)]
+    calls = []
+
+    def objective(cell, trial, should_stop):
+        assert trial is None and should_stop is None  # full budget, no early stopping
+        calls.append(cell)
+        return {"miou": 0.1 * len(calls), "steps": 7}
+
+    out = dpc_tuner.random_baseline(rows, space, objective, str(tmp_path), 4, seed=1, verbose=False)
+    assert len(calls) == 4 and len({c.key() for c in calls}) == 4
+    assert not {c.key() for c in calls} & {c.key() for c in searched}
+    assert out["median_random_miou"] == pytest.approx(0.25)
+    assert out["best_searched_miou"] == 0.5 and out["best_beats_median"]
+    again = dpc_tuner.random_baseline(rows, space, objective, str(tmp_path), 4, seed=1, verbose=False)
+    assert len(calls) == 4 and again == out  # resumed from random_baseline.json
