@@ -14,13 +14,17 @@ On the procedural street-scene dataset (generated on first use) it:
    loop (``gin/demo/train_demo.gin`` + ``Model.genotype = search/genotype.json``);
 4. evaluates it (mIoU, per-class IoU) against the majority-class baseline;
 5. exports a SavedModel, reloads it and segments a held-out image into PNGs;
-6. prints the searched cell and path and ends with
+6. runs a tiny DPC search (``gin/search/dpc_demo.gin``): a dozen Dense Prediction
+   Cells trained on cached features of a small MobileNet-v2, then fresh random cells
+   for comparison, and the best two re-ranked by fine-tuning whole models;
+7. prints the searched cell and path and ends with
    ``demo: mIoU <x> (majority-class baseline <y>)``.
 
 Every stage resumes if the demo is rerun. Outputs in --output_dir: ``search/``
 (genotype.json, cell.png, path.png, checkpoints, TensorBoard), ``run/`` (the retrained
 model: checkpoints, TensorBoard, eval_results.json, pictures), ``export/`` (SavedModel),
-``prediction_overlay.png``.
+``prediction_overlay.png``, ``dpc_search/`` (leaderboard.csv, best_cell.json,
+random_baseline.json, rerank.json, the trials).
 """
 
 import os
@@ -33,6 +37,7 @@ from nasseg_tf.cli import common
 
 DEMO_GIN = os.path.join("demo", "train_demo.gin")
 SEARCH_GIN = os.path.join("search", "autodeeplab_demo.gin")
+DPC_GIN = os.path.join("search", "dpc_demo.gin")
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -41,6 +46,8 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings for the retraining.",
                               flag_values=flag_values)
     flags.DEFINE_multi_string("search_bindings", [], "Extra gin bindings for the search.",
+                              flag_values=flag_values)
+    flags.DEFINE_multi_string("dpc_bindings", [], "Extra gin bindings for the DPC search.",
                               flag_values=flag_values)
 
 
@@ -54,7 +61,7 @@ def gin_dir():
     return path
 
 
-def run_demo(output_dir, gin_bindings=(), search_bindings=(), log=print):
+def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), log=print):
     """Runs the demo; returns a dict with the scores and the files written."""
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -64,20 +71,20 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), log=print):
     from nasseg_tf.data import build_dataset  # pylint: disable=import-outside-toplevel
     from nasseg_tf.export import (dataset_metadata, export_saved_model,  # pylint: disable=import-outside-toplevel
                                   load_serving)
-    from nasseg_tf.search import autodeeplab_search  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.search import autodeeplab_search, dpc_tuner  # pylint: disable=import-outside-toplevel
     from nasseg_tf.train import experiment, metrics  # pylint: disable=import-outside-toplevel
 
     t_start = time.time()
     os.makedirs(output_dir, exist_ok=True)
     data_binding = f"Data.data_dir = '{os.path.join(output_dir, 'data')}'"
-    log("[1/6] Auto-DeepLab-S at the paper's setting (Cityscapes, 19 classes, 1024x2048):")
+    log("[1/7] Auto-DeepLab-S at the paper's setting (Cityscapes, 19 classes, 1024x2048):")
     log(describe_text(describe_model("autodeeplab_s", 19, (1024, 2048))))
 
     search_dir = os.path.join(output_dir, "search")
     experiment.parse_gin([os.path.join(gin_dir(), SEARCH_GIN)],
                          [data_binding] + list(search_bindings))
     scfg = autodeeplab_search.SearchConfig()
-    log(f"[2/6] searching cell and path on the demo dataset: {scfg.steps} steps, "
+    log(f"[2/7] searching cell and path on the demo dataset: {scfg.steps} steps, "
         f"alpha/beta updated after step {scfg.warmup_steps} (the first step of each "
         "phase traces the supernet: about a minute) ...")
     searched = autodeeplab_search.search(search_dir, progress=True, argv=sys.argv)
@@ -95,13 +102,13 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), log=print):
                          [data_binding, f"Model.genotype = '{genotype_path}'"]
                          + list(gin_bindings))
     cfg = experiment.TrainConfig()
-    log(f"[3/6] retraining the searched architecture from scratch for {cfg.steps} steps "
+    log(f"[3/7] retraining the searched architecture from scratch for {cfg.steps} steps "
         f"(batch {cfg.batch_size}, crops {cfg.crop_size[0]}x{cfg.crop_size[1]}) ...")
     out = experiment.train(run_dir, progress=True, argv=sys.argv)
     model = out["model"]
     log(f"      trained in {time.time() - t_start:.0f}s so far; checkpoints in {run_dir}")
 
-    log("[4/6] evaluation on the validation split (after the last step):")
+    log("[4/7] evaluation on the validation split (after the last step):")
     info, eval_pattern = out["dataset_info"], out["eval_pattern"]
     results = out["eval"] or experiment.run_evaluation(
         model, info, eval_pattern, experiment.EvalConfig(), run_dir,
@@ -112,10 +119,10 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), log=print):
         log(f"      {name:12s} IoU {'-' if iou is None else f'{iou:.3f}'}")
 
     export_dir = os.path.join(output_dir, "export")
-    log(f"[5/6] exporting a SavedModel to {export_dir} ...")
+    log(f"[5/7] exporting a SavedModel to {export_dir} ...")
     export_saved_model(model, export_dir, metadata=dataset_metadata(info, model.name))
 
-    log("[6/6] reloading it and segmenting a validation image ...")
+    log("[6/7] reloading it and segmenting a validation image ...")
     serving = load_serving(export_dir).signatures["serving_default"]
     image, label = next(iter(build_dataset(eval_pattern, num_classes=info.num_classes,
                                            training=False)))
@@ -127,6 +134,25 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), log=print):
     overlay_path = visualize.save_png(picture,
                                       os.path.join(output_dir, "prediction_overlay.png"))
     log(f"      wrote {overlay_path} (image | ground truth | prediction)")
+
+    dpc_dir = os.path.join(output_dir, "dpc_search")
+    experiment.parse_gin([os.path.join(gin_dir(), DPC_GIN)],
+                         [f"Data.data_dir = '{os.path.join(output_dir, 'dpc_data')}'"]
+                         + list(dpc_bindings))
+    dcfg = dpc_tuner.DPCSearchConfig()
+    log(f"[7/7] DPC search: {dcfg.max_trials} cells trained on cached MobileNet-v2 "
+        f"features, then {dcfg.random_baseline} fresh random cells, top "
+        f"{dcfg.rerank_top_k} re-ranked ...")
+    dpc = dpc_tuner.run_search(dpc_dir, argv=sys.argv)
+    rows = dpc["leaderboard"]
+    if rows:
+        log(f"      best cell (proxy val mIoU {rows[0]['val_miou']:.3f}): "
+            f"{rows[0]['describe']}")
+    if dpc["baseline"] is not None:
+        log(f"      median of {dpc['baseline']['count']} random cells: "
+            f"{dpc['baseline']['median_random_miou']:.3f}")
+    log(f"      leaderboard {dpc_dir}/leaderboard.csv; retrain the best with "
+        f"Model.dpc_cell = '{dpc_dir}/best_cell.json'")
     log(f"      total time {time.time() - t_start:.0f}s")
     log(f"searched architecture ({genotype_path}):")
     for line in genotype.describe():
@@ -134,12 +160,14 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), log=print):
     log(f"demo: mIoU {results['miou']:.3f} (majority-class baseline {baseline['miou']:.3f})")
     return {"miou": results["miou"], "baseline_miou": baseline["miou"],
             "overlay": overlay_path, "export_dir": export_dir, "run_dir": run_dir,
-            "search_dir": search_dir, "genotype": genotype, "model": model}
+            "search_dir": search_dir, "genotype": genotype, "model": model,
+            "dpc_dir": dpc_dir, "dpc_leaderboard": rows}
 
 
 main = common.make_main(
     "nasseg-demo", lambda FLAGS: run_demo(FLAGS.output_dir, FLAGS.gin_bindings,
-                                          FLAGS.search_bindings) and None)
+                                          FLAGS.search_bindings,
+                                          FLAGS.dpc_bindings) and None)
 
 
 def run():

@@ -20,6 +20,10 @@ def test_demo_searches_retrains_the_result_and_reports(tmp_path):
                                 "Supernet.filter_multiplier = 2", "Search.steps = 2",
                                 "Search.warmup_steps = 1", "Search.batch_size = 2",
                                 "Search.crop_size = (32, 32)"],
+        dpc_bindings=DATA + ["ProxyBackbone.crop_size = (33, 33)", "Proxy.steps = 3",
+                             "Proxy.filters = 8", "Proxy.batch_size = 2",
+                             "DPCSearch.max_trials = 2", "DPCSearch.random_baseline = 1",
+                             "DPCSearch.rerank_top_k = 0"],
         log=lines.append)
     searched = load_genotype(os.path.join(out["search_dir"], "genotype.json"))
     assert searched == out["genotype"] and len(searched.path) == 3
@@ -31,5 +35,8 @@ def test_demo_searches_retrains_the_result_and_reports(tmp_path):
     text = "\n".join(lines)
     assert text.index("searched architecture") < text.index("demo: mIoU")
     assert searched.describe()[0] in text and lines[-1].startswith("demo: mIoU ")
+    assert len(out["dpc_leaderboard"]) == 2
+    assert os.path.exists(os.path.join(out["dpc_dir"], "best_cell.json"))
+    assert "median of 1 random cells" in text
     for name in ("cell.png", "path.png"):
         assert os.path.getsize(os.path.join(out["search_dir"], name)) > 1000
