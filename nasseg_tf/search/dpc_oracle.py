@@ -51,7 +51,6 @@ same step ``s`` (only trials that reached step ``s`` count, and at least
 unchanged over KerasTuner's gRPC protocol.
 """
 
-import itertools
 import os
 import zlib
 
@@ -66,8 +65,6 @@ OBJECTIVE = "val_miou"
 CURVE_METRIC = "proxy_miou"
 ENUMERATE_LIMIT = 100_000
 _ENDED = (TrialStatus.COMPLETED, TrialStatus.FAILED)
-
-
 
 
 def _trial_number(trial_id):
@@ -155,16 +152,7 @@ class DPCOracle(keras_tuner.Oracle):
                 return cell, {"kind": kind, "parent": None}
         if self.space.size() > ENUMERATE_LIMIT:
             return None, None
-        free = []
-        for codes in itertools.product(*[
-                [(op, inp) for op in range(self.space.num_ops) for inp in range(-1, i)]
-                for i in range(self.space.num_branches)]):
-            values = {}
-            for i, (op, inp) in enumerate(codes):
-                values[f"branch{i}_op"], values[f"branch{i}_input"] = op, inp
-            cell = self.space.decode(values)
-            if cell.key() not in used:
-                free.append(cell)
+        free = [cell for cell in self.space.cells() if cell.key() not in used]
         if not free:
             return None, None
         return free[int(rng.integers(len(free)))], {"kind": "enumeration", "parent": None}

@@ -22,6 +22,7 @@ inputs) has ``B!·81^B`` = 418,414,128,120 ≈ 4.2×10^11 cells at B = 5.
 """
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -271,6 +272,13 @@ class DPCSearchSpace:
         except GenotypeError:
             return False
         return True
+
+    def cells(self):
+        """Every cell of the space, in encoding order (only sensible for small spaces)."""
+        per_branch = [[(op, inp) for op in range(self.num_ops) for inp in range(-1, i)]
+                      for i in range(self.num_branches)]
+        for codes in itertools.product(*per_branch):
+            yield DPCCell(tuple(self.branch(op, inp) for op, inp in codes))
 
     # Sampling ----------------------------------------------------------------------
 

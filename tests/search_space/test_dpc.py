@@ -92,6 +92,7 @@ def test_size_equals_enumeration_of_a_small_space():
             values.update({f"branch{i}_op": op, f"branch{i}_input": inp})
         keys.add(space.decode(values).key())
     assert len(keys) == space.size() == 6 * 9 ** 3
+    assert {cell.key() for cell in space.cells()} == keys
 
 
 def test_sample_mutate_encode_decode():
