@@ -48,3 +48,21 @@ def test_export_refuses_to_overwrite_when_asked(exported):
 def test_loading_a_missing_export_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing_here"):
         load_serving(str(tmp_path / "nothing_here"))
+
+
+def test_dpc_model_with_pyramid_pooling_serves_any_size(tmp_path):
+    # Pyramid pooling's kernel follows the feature size; in the SavedModel that size is
+    # dynamic (box filter on cumulative sums), and must agree with the Keras model.
+    cell = [{"op": "pyramid_pooling", "grid_size": [2, 1], "input": -1},
+            {"kernel": 3, "rate": [1, 3], "op": "conv", "input": 0},
+            {"op": "pyramid_pooling", "grid_size": [1, 1], "input": 1}]
+    model = zoo.build("mobilenetv2_dpc", num_classes=3, depth_multiplier=0.25,
+                      context_filters=8, dpc_cell=cell)
+    path = str(tmp_path / "dpc")
+    export_saved_model(model, path)
+    serving = load_serving(path).signatures["serving_default"]
+    for size in [(65, 65), (97, 49)]:
+        images = np.random.default_rng(2).integers(0, 256, (1, *size, 3)).astype("uint8")
+        probs = tf.nn.softmax(model(images.astype("float32"), training=False)).numpy()
+        out = serving(images=tf.constant(images))
+        np.testing.assert_allclose(out["probabilities"].numpy(), probs, atol=1e-4)
