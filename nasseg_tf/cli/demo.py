@@ -151,7 +151,8 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
     if dpc["baseline"] is not None:
         log(f"      median of {dpc['baseline']['count']} random cells: "
             f"{dpc['baseline']['median_random_miou']:.3f}")
-    log(f"      leaderboard {dpc_dir}/leaderboard.csv; retrain the best with "
+    log(f"      pictures {dpc_dir}/best_cell.png, {dpc_dir}/search_progress.png; "
+        f"leaderboard {dpc_dir}/leaderboard.csv; retrain the best with "
         f"Model.dpc_cell = '{dpc_dir}/best_cell.json'")
     log(f"      total time {time.time() - t_start:.0f}s")
     log(f"searched architecture ({genotype_path}):")

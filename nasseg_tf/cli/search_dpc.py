@@ -12,8 +12,9 @@ restarted with its old id resumes its trial; a restarted chief resumes the searc
 Rerunning resumes (the oracle's state is in --project_dir). --project_dir receives
 oracle.json and trial_<id>/ (trial.json, cell.json, result.json), leaderboard.csv/.json,
 top_cells/, best_cell.json, rerank.json (DPCSearch.rerank_top_k > 0),
-random_baseline.json (DPCSearch.random_baseline > 0), config.gin and
-operative_config.gin. `DPCSearch.objective = 'synthetic'` runs the search machinery on a
+random_baseline.json (DPCSearch.random_baseline > 0), best_cell.png and
+search_progress.png (pictures), tensorboard/ (val mIoU per trial, best so far, the best
+cell), config.gin and operative_config.gin. `DPCSearch.objective = 'synthetic'` runs the search machinery on a
 cheap synthetic score (tests, dry runs).
 """
 

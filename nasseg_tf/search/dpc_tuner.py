@@ -18,7 +18,10 @@ models. This module holds
   :mod:`nasseg_tf.search.dpc_proxy`) and ``synthetic`` (a cheap deterministic score of
   the encoding, for tests and dry runs of the search machinery);
 * the leaderboard (``leaderboard.csv``/``.json``, ``top_cells/top_XX.json``,
-  ``best_cell.json``), re-ranking (``rerank.json`` with each re-ranked score and the
+  ``best_cell.json``; at the end of the search also the pictures ``best_cell.png`` and
+  ``search_progress.png`` of :mod:`nasseg_tf.search.plots` and TensorBoard summaries in
+  ``tensorboard/``: ``dpc/val_miou`` and ``dpc/best_so_far`` per trial, the best cell's
+  picture), re-ranking (``rerank.json`` with each re-ranked score and the
   Spearman correlation between proxy and re-ranked scores) and :func:`run_search`, the
   gin-configured entry point of ``nasseg-search-dpc``.
 
@@ -411,7 +414,7 @@ class DPCTuner(BaseTuner):
         now = time.time()
         if now - self._last_leaderboard >= self.leaderboard_every_s:
             self._last_leaderboard = now
-            write_leaderboard(oracle, self.project_dir, self.save_top_k)
+            write_leaderboard(oracle, self.project_dir, self.save_top_k)  # no pictures
 
 
 # --------------------------------------------------------------------------------------
@@ -419,6 +422,9 @@ class DPCTuner(BaseTuner):
 
 LEADERBOARD_COLUMNS = ("rank", "trial_id", "val_miou", "steps", "stopped_early",
                        "seconds", "origin", "parent", "cell", "describe")
+BEST_CELL_PNG = "best_cell.png"
+PROGRESS_PNG = "search_progress.png"
+TENSORBOARD_DIR = "tensorboard"
 
 
 def leaderboard(oracle):
@@ -446,9 +452,14 @@ def leaderboard(oracle):
     return rows
 
 
-def write_leaderboard(oracle, project_dir, top_k=10):
+def write_leaderboard(oracle, project_dir, top_k=10, final=False):
     """Writes ``leaderboard.json``, ``leaderboard.csv``, ``top_cells/top_XX.json`` (the
     ``top_k`` best cells) and ``best_cell.json`` into ``project_dir``, atomically.
+
+    Called by the chief (or the single process) only: periodically during the search
+    (cheap: JSON and CSV), and once with ``final=True`` at its end, which also draws
+    ``best_cell.png`` and ``search_progress.png`` (:func:`write_pictures`) and writes the
+    TensorBoard summaries (:func:`write_tensorboard`; about a second in all).
 
     Returns the leaderboard rows.
     """
@@ -481,7 +492,71 @@ def write_leaderboard(oracle, project_dir, top_k=10):
     if rows:
         DPCCell.from_config(rows[0]["cell"]).save(os.path.join(project_dir,
                                                                "best_cell.json"))
+    if final:
+        write_pictures(rows, project_dir)
+        write_tensorboard(rows, project_dir)
     return rows
+
+
+def write_pictures(rows, project_dir, baseline=None):
+    """Draws ``best_cell.png`` (the best row's cell, when there is one) and
+    ``search_progress.png`` (val mIoU per trial, the best so far and, with the
+    :func:`random_baseline` summary ``baseline``, the random cells' median) into
+    ``project_dir`` (:mod:`nasseg_tf.search.plots`, atomic writes)."""
+    from nasseg_tf.search import plots  # pylint: disable=import-outside-toplevel
+
+    if rows:
+        plots.plot_dpc_cell(rows[0]["cell"], os.path.join(project_dir, BEST_CELL_PNG),
+                            title=f"best DPC cell: trial {rows[0]['trial_id']}, val mIoU "
+                                  f"{rows[0]['val_miou']:.4f}")
+    plots.plot_dpc_search(rows, os.path.join(project_dir, PROGRESS_PNG), baseline)
+
+
+def write_tensorboard(rows, project_dir):
+    """Writes the search to TensorBoard in ``<project_dir>/tensorboard/``.
+
+    Scalars ``dpc/val_miou`` and ``dpc/best_so_far`` for every completed trial at step =
+    trial number (the best so far in trial order), and at the last trial's step the
+    best cell as image ``dpc/best_cell`` (``best_cell.png``, when drawn) and text
+    ``dpc/best_cell_json`` (trial, score, cell JSON).
+
+    Idempotent: each call writes the whole history into a fresh event file, then removes
+    the folder's older event files, so a resumed or rerun search shows each trial once.
+    Only the chief (or the single process) calls it, via ``write_leaderboard(...,
+    final=True)``. Returns the folder.
+    """
+    # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
+
+    from nasseg_tf.search import plots
+
+    folder = os.path.join(project_dir, TENSORBOARD_DIR)
+    os.makedirs(folder, exist_ok=True)
+    old = [name for name in os.listdir(folder) if name.startswith("events.out.tfevents.")]
+    points = plots.trial_order(rows)
+    writer = tf.summary.create_file_writer(folder)
+    try:
+        with writer.as_default():
+            best = -math.inf
+            for number, row in points:
+                best = max(best, float(row["val_miou"]))
+                tf.summary.scalar("dpc/val_miou", float(row["val_miou"]), step=number)
+                tf.summary.scalar("dpc/best_so_far", best, step=number)
+            png = os.path.join(project_dir, BEST_CELL_PNG)
+            if rows:
+                last, top = points[-1][0], rows[0]
+                tf.summary.text("dpc/best_cell_json",
+                                f"trial {top['trial_id']}, val mIoU {top['val_miou']:.4f}: "
+                                f"`{json.dumps(top['cell'])}`", step=last)
+                if os.path.exists(png):
+                    image = tf.io.decode_png(tf.io.read_file(png), channels=3)
+                    tf.summary.image("dpc/best_cell", image[tf.newaxis], step=last)
+        writer.flush()
+    finally:
+        writer.close()
+    for name in old:
+        os.remove(os.path.join(folder, name))
+    return folder
 
 
 # --------------------------------------------------------------------------------------
@@ -745,7 +820,9 @@ def run_search(project_dir, argv=None, objective_fn=None, rerank_fn=None):
     """Runs the gin-configured DPC search in ``project_dir`` (resumes a previous one).
 
     As a worker: runs trials until the chief says stop. As the chief or alone: also
-    writes the leaderboard, the operative config and (``rerank_top_k > 0``) re-ranks.
+    writes the leaderboard with its pictures and TensorBoard summaries, the operative
+    config, the random baseline (``random_baseline > 0``; the progress picture is then
+    drawn again with the random median) and (``rerank_top_k > 0``) re-ranks.
 
     Args:
       project_dir: the search's folder.
@@ -786,12 +863,15 @@ def run_search(project_dir, argv=None, objective_fn=None, rerank_fn=None):
     if this_role == "worker":
         return {"role": this_role}
 
-    rows = write_leaderboard(oracle, project_dir, cfg.save_top_k)
+    rows = write_leaderboard(oracle, project_dir, cfg.save_top_k, final=True)
     experiment.write_operative_config(project_dir)
     baseline = None
     if cfg.random_baseline > 0:
         baseline = random_baseline(rows, space, objective_fn, project_dir,
                                    cfg.random_baseline, cfg.seed, cfg.verbose)
+        from nasseg_tf.search import plots
+        plots.plot_dpc_search(rows, os.path.join(project_dir, PROGRESS_PNG),
+                              baseline)  # again, with the random median
     summary = None
     if cfg.rerank_top_k > 0 and rows:
         if rerank_fn is None:

@@ -5,14 +5,18 @@ import json
 import math
 import os
 
+import gin
 import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 
 from nasseg_tf.search import dpc_tuner
 from nasseg_tf.search.dpc_oracle import (ORACLES, DPCRandomSearchOracle,
                                          RegularizedEvolutionOracle, TrialStatus,
                                          make_oracle)
 from nasseg_tf.search_space.dpc import DPCSearchSpace, load_dpc_cell
+from nasseg_tf.train import experiment
 
 # KerasTuner's oracle lock calls threading.currentThread().getName().
 pytestmark = pytest.mark.filterwarnings("ignore:currentThread:DeprecationWarning",
@@ -293,6 +297,9 @@ def test_tuner_writes_trials_leaderboard_top_cells_and_rerank(tmp_path):
     best = load_dpc_cell(os.path.join(project, "best_cell.json"))
     assert best.to_config() == rows[0]["cell"]
     assert not [f for f in os.listdir(project) if ".tmp-" in f]
+    # Periodic writes stay cheap: pictures and TensorBoard only in the final write.
+    assert not {"best_cell.png", "search_progress.png", "tensorboard"} & set(
+        os.listdir(project))
 
     # Re-ranking with an injected trainer: scores, ranks, Spearman, resumable.
     def fake_finetune(cell, work_dir):
@@ -346,3 +353,66 @@ def test_random_baseline_scores_fresh_cells_once_and_resumes(tmp_path):
     assert out["best_searched_miou"] == 0.5 and out["best_beats_median"]
     again = dpc_tuner.random_baseline(rows, space, objective, str(tmp_path), 4, seed=1, verbose=False)
     assert len(calls) == 4 and again == out  # resumed from random_baseline.json
+
+
+def _events(folder):
+    """{tag: [(step, value), ...]} of the one event file in ``folder``."""
+    files = [f for f in os.listdir(folder) if f.startswith("events.out.tfevents.")]
+    assert len(files) == 1, files
+    tags = {}
+    for record in tf.data.TFRecordDataset(os.path.join(folder, files[0])):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        for value in event.summary.value:
+            tensor = tf.make_ndarray(value.tensor)
+            if tensor.dtype.kind in "fiu":
+                tensor = float(tensor) if tensor.ndim == 0 else tensor
+            tags.setdefault(value.tag, []).append((event.step, tensor))
+    return tags
+
+
+def _check_png(path):
+    assert os.path.getsize(path) > 1000
+    with Image.open(path) as image:
+        image.load()
+        assert image.format == "PNG" and 300 <= min(image.size) <= max(image.size) < 4000
+
+
+def test_search_run_leaves_pictures_and_tensorboard_events(tmp_path):
+    project = str(tmp_path / "search")
+    objective = dpc_tuner.synthetic_objective(SPACE, seed=3, steps=40, eval_every=10)
+    bindings = ["DPCSearch.max_trials = 9", "DPCSearch.verbose = False",
+                "DPCSearch.early_stopping_min_trials = 3", "DPCSearch.random_baseline = 3",
+                "DPCSearch.leaderboard_every_s = 0", "DPCSearch.save_top_k = 3"]
+    try:
+        experiment.parse_gin([], bindings)
+        out = dpc_tuner.run_search(project, argv=["test"], objective_fn=objective)
+        files = set(os.listdir(project))
+        rows = out["leaderboard"]
+        assert len(rows) == 9 and out["baseline"]["complete"]
+        for name in ("best_cell.png", "search_progress.png"):
+            assert name in files
+            _check_png(os.path.join(project, name))
+        assert not [f for f in files if ".tmp-" in f]
+
+        folder = os.path.join(project, "tensorboard")
+        tags = _events(folder)
+        numbers = sorted(int(r["trial_id"]) for r in rows)
+        by_trial = {int(r["trial_id"]): r["val_miou"] for r in rows}
+        assert [s for s, _ in tags["dpc/val_miou"]] == numbers
+        for step, value in tags["dpc/val_miou"]:
+            assert value == pytest.approx(by_trial[step])
+        best = [v for _, v in tags["dpc/best_so_far"]]
+        assert best == sorted(best) and best[-1] == pytest.approx(rows[0]["val_miou"])
+        assert [s for s, _ in tags["dpc/best_cell"]] == [numbers[-1]]
+        width, height, png = tags["dpc/best_cell"][0][1]  # image summary: size, PNG
+        assert png.startswith(b"\x89PNG") and int(width) > int(height) > 100
+        assert "dpc/best_cell_json" in tags
+
+        # A rerun of the finished search runs no trial and leaves one event file with
+        # the same history (idempotent).
+        again = dpc_tuner.run_search(project, argv=["test"], objective_fn=objective)
+        assert again["leaderboard"] == rows
+        assert _events(folder)["dpc/val_miou"] == tags["dpc/val_miou"]
+    finally:
+        with gin.unlock_config():
+            gin.clear_config()

@@ -1,4 +1,5 @@
-"""Architecture plots: PNGs of the trellis path and the cell are written atomically."""
+"""Architecture plots: PNGs of the trellis path, the cells and the DPC search progress
+are written atomically."""
 
 import os
 
@@ -8,16 +9,19 @@ from PIL import Image
 
 from nasseg_tf.search import decode, plots
 from nasseg_tf.search_space import genotypes as G
+from nasseg_tf.search_space.dpc import DPCSearchSpace, load_dpc_cell
 
 
-def _check_png(path, min_width=500):
+def _check_png(path, min_width=500, min_height=200):
     assert os.path.getsize(path) > 10_000
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with Image.open(path) as image:
+        image.load()  # decodes every pixel
         width, height = image.size
-    assert min_width <= width <= 4000 and 200 <= height <= 2000
+    assert min_width <= width <= 4000 and min_height <= height <= 2000
     assert not [name for name in os.listdir(os.path.dirname(path)) if ".tmp-" in name]
+    return width, height
 
 
 def test_plot_network_path_writes_png(tmp_path):
@@ -50,3 +54,113 @@ def test_plot_cell_writes_png(tmp_path):
     _check_png(plots.plot_cell(small, tmp_path / "small.png"), min_width=300)
     with pytest.raises(ValueError, match="cell: expected a CellGenotype"):
         plots.plot_cell(cell.to_config(), tmp_path / "x.png")
+
+
+# --------------------------------------------------------------------------------------
+# DPC.
+
+#: Pyramid pooling, a 1x1 conv and a chain F -> Y0 -> Y1 -> Y2 -> Y3 (depth 4).
+POOL_CHAIN = [{"op": "pyramid_pooling", "grid_size": [2, 4], "input": -1},
+              {"kernel": 1, "rate": [1, 1], "op": "conv", "input": 0},
+              {"kernel": 3, "rate": [6, 18], "op": "conv", "input": 1},
+              {"kernel": 3, "rate": [21, 21], "op": "conv", "input": 2},
+              {"op": "pyramid_pooling", "grid_size": [8, 8], "input": -1}]
+
+
+def test_dpc_cell_layout_puts_branches_in_columns_by_depth():
+    depth, row = plots._dpc_layout(load_dpc_cell(POOL_CHAIN))
+    assert depth == [1, 2, 3, 4, 1]  # longest path from F
+    assert row == [0, 1, 2, 3, 4]  # one row each; a chain descends left to right
+    # Published top-1: Y0 on F; Y1, Y3, Y4 on Y0; Y2 on Y1.
+    depth, row = plots._dpc_layout(load_dpc_cell("dpc_top1_cityscapes"))
+    assert depth == [1, 2, 3, 2, 2] and sorted(row) == [0, 1, 2, 3, 4]
+    assert row[2] == row[1] + 1  # Y2 right below its input Y1
+
+
+def test_plot_dpc_cell_writes_png(tmp_path):
+    top1 = load_dpc_cell("dpc_top1_cityscapes")
+    width, height = _check_png(plots.plot_dpc_cell("dpc_top1_cityscapes",
+                                                   tmp_path / "top1.png"))
+    assert width > 1.5 * height  # F -> 3 columns -> concat, 5 rows
+    _check_png(plots.plot_dpc_cell(top1, str(tmp_path / "sub" / "top1.png"),
+                                   title="published top-1"))
+    chain_width, _ = _check_png(plots.plot_dpc_cell(POOL_CHAIN, tmp_path / "chain.png"))
+    assert chain_width > width  # one more column
+    load_dpc_cell(POOL_CHAIN).save(tmp_path / "chain.json")
+    _check_png(plots.plot_dpc_cell(tmp_path / "chain.json", tmp_path / "from_file.png"))
+    _check_png(plots.plot_dpc_cell(POOL_CHAIN[:1], tmp_path / "one.png"), min_width=300,
+               min_height=120)
+
+
+def test_plot_dpc_cell_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="cell: expected a DPCCell, a list of branch "
+                                         "configs, a published cell name or a JSON path, "
+                                         "got CellGenotype"):
+        plots.plot_dpc_cell(G.load_genotype("autodeeplab_cityscapes").cell,
+                            tmp_path / "x.png")
+    with pytest.raises(ValueError, match="got int"):
+        plots.plot_dpc_cell(5, tmp_path / "x.png")
+    with pytest.raises(G.GenotypeError, match=r"cell\[1\]\.input: 3 is not allowed"):
+        plots.plot_dpc_cell([POOL_CHAIN[0], dict(POOL_CHAIN[1], input=3)],
+                            tmp_path / "x.png")
+    with pytest.raises(G.GenotypeError, match="unknown DPC cell 'dpc_top9'"):
+        plots.plot_dpc_cell("dpc_top9", tmp_path / "x.png")
+    with pytest.raises(ValueError, match="out_path"):
+        plots.plot_dpc_cell(POOL_CHAIN, None)
+    assert not os.listdir(tmp_path)
+
+
+def _rows(count, seed=0):
+    """Leaderboard-like rows (best first, as the leaderboard lists them)."""
+    rng = np.random.default_rng(seed)
+    space = DPCSearchSpace()
+    rows = [{"trial_id": f"{i:02d}", "val_miou": float(0.2 + 0.4 * rng.random()),
+             "stopped_early": bool(i % 4 == 3),
+             "origin": "uniform" if i < 3 or i % 2 else "mutation",
+             "cell": space.sample(rng).to_config()} for i in range(count)]
+    return sorted(rows, key=lambda row: -row["val_miou"])
+
+
+def test_trial_order_sorts_by_trial_number():
+    rows = [{"trial_id": i, "val_miou": 0.5} for i in ("10", "2", "07")]
+    assert [(n, r["trial_id"]) for n, r in plots.trial_order(rows)] == [
+        (2, "2"), (7, "07"), (10, "10")]
+    rows = [{"trial_id": i, "val_miou": 0.5} for i in ("b", "a")]
+    assert [(n, r["trial_id"]) for n, r in plots.trial_order(rows)] == [(0, "a"), (1, "b")]
+
+
+def test_plot_dpc_search_writes_png(tmp_path):
+    rows = _rows(24)
+    baseline = {"entries": [{"val_miou": v} for v in (0.3, 0.35, 0.4)],
+                "median_random_miou": 0.35}
+    width, height = _check_png(plots.plot_dpc_search(rows, tmp_path / "progress.png",
+                                                     baseline=baseline))
+    assert 1.2 * height < width
+    _check_png(plots.plot_dpc_search(rows[:1], str(tmp_path / "one.png")))
+    _check_png(plots.plot_dpc_search(_rows(400, seed=1), tmp_path / "many.png"))
+    _check_png(plots.plot_dpc_search([], tmp_path / "empty.png", baseline=baseline))
+    for row in rows:  # other oracles' origins and leaderboard rows without extras
+        row["origin"] = "initial" if row["trial_id"] < "05" else "enumeration"
+    _check_png(plots.plot_dpc_search(rows, tmp_path / "other.png"))
+    _check_png(plots.plot_dpc_search(
+        [{"trial_id": r["trial_id"], "val_miou": r["val_miou"]} for r in rows],
+        tmp_path / "bare.png"))
+
+
+def test_plot_dpc_search_rejects_bad_input(tmp_path):
+    out = tmp_path / "x.png"
+    with pytest.raises(ValueError, match="rows: expected a list of leaderboard rows"):
+        plots.plot_dpc_search({"trial_id": "0", "val_miou": 0.5}, out)
+    with pytest.raises(ValueError, match=r"rows\[1\]: expected a leaderboard row"):
+        plots.plot_dpc_search([{"trial_id": "0", "val_miou": 0.5}, 0.6], out)
+    with pytest.raises(ValueError, match=r"rows\[0\]: missing val_miou"):
+        plots.plot_dpc_search([{"trial_id": "0", "miou": 0.5}], out)
+    with pytest.raises(ValueError, match=r"rows\[0\]\.val_miou: expected a finite"):
+        plots.plot_dpc_search([{"trial_id": "0", "val_miou": float("nan")}], out)
+    with pytest.raises(ValueError, match=r"rows\[1\]: trial '0' appears twice"):
+        plots.plot_dpc_search([{"trial_id": "0", "val_miou": 0.5}] * 2, out)
+    with pytest.raises(ValueError, match="baseline: expected the random_baseline summary"):
+        plots.plot_dpc_search(_rows(3), out, baseline={"median": 0.3})
+    with pytest.raises(ValueError, match="out_path"):
+        plots.plot_dpc_search(_rows(3), "")
+    assert not os.listdir(tmp_path)
