@@ -5,6 +5,8 @@ decay 0.9997 and epsilon 1e-3, convolutions without bias (a BN follows every con
 Kernel initialiser: He normal (the papers train from scratch and do not fix one).
 """
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -13,10 +15,44 @@ BN_EPSILON = 1e-3
 KERNEL_INITIALIZER = "he_normal"
 
 
+_SYNC_BATCH_NORM = [False]
+
+
+@contextlib.contextmanager
+def synchronized_batch_norm(enabled=True):
+    """Batch norms *created* inside this block use cross-replica statistics (sync BN).
+
+    Under a ``tf.distribute`` strategy each batch norm then normalises with the mean
+    and variance of the global batch (an all-reduce per batch norm) instead of its
+    replica's share — what small per-replica batches (e.g. 2 crops per GPU) need.
+    Without a strategy it changes nothing. TensorFlow backend only (Keras'
+    ``BatchNormalization(synchronized=True)``). The training and search jobs enter it
+    when ``Training.sync_batch_norm`` / ``Search.sync_batch_norm`` is set; a model
+    rebuilt from its config outside the block (e.g. loaded for inference) has plain
+    batch norms, which compute the same function at inference.
+    """
+    enabled = bool(enabled)
+    if enabled and keras.backend.backend() != "tensorflow":
+        raise ValueError("synchronized batch norm needs the TensorFlow backend "
+                         f"(current: {keras.backend.backend()})")
+    previous = _SYNC_BATCH_NORM[0]
+    _SYNC_BATCH_NORM[0] = enabled
+    try:
+        yield
+    finally:
+        _SYNC_BATCH_NORM[0] = previous
+
+
+def sync_batch_norm_enabled():
+    """Whether batch norms created now are synchronized (see above)."""
+    return _SYNC_BATCH_NORM[0]
+
+
 def batch_norm(name, momentum=BN_MOMENTUM, epsilon=BN_EPSILON):
-    """The package's BatchNormalization with DeepLab defaults."""
+    """The package's BatchNormalization with DeepLab defaults (synchronized inside
+    :func:`synchronized_batch_norm`)."""
     return keras.layers.BatchNormalization(
-        momentum=momentum, epsilon=epsilon, name=name
+        momentum=momentum, epsilon=epsilon, synchronized=_SYNC_BATCH_NORM[0], name=name
     )
 
 

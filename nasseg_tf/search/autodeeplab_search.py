@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nasseg_tf.layers.common import synchronized_batch_norm
 from nasseg_tf.search import decode, plots
 from nasseg_tf.search.supernet import AutoDeepLabSupernet
 from nasseg_tf.train import strategies
@@ -57,7 +58,12 @@ def build_supernet(num_classes, num_layers=12, filter_multiplier=8, num_blocks=5
 @gin.configurable("Search")
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    """Search schedule (paper, Cityscapes: 40 epochs, α/β from epoch 20, batch 2, 321²)."""
+    """Search schedule (paper, Cityscapes: 40 epochs, α/β from epoch 20, batch 2, 321²).
+
+    ``sync_batch_norm``: the supernet's batch norms use global-batch statistics under a
+    multi-replica strategy (with batch 2 over 2 replicas, each would otherwise see one
+    crop).
+    """
 
     steps: int = 1000
     warmup_steps: int = 500
@@ -75,6 +81,7 @@ class SearchConfig:
     arch_weight_decay: float = 1e-3
     strategy: str = "default"
     num_cpu_devices: int = 2
+    sync_batch_norm: bool = False
     checkpoint_every: int = 100
     max_to_keep: int = 3
     decode_every: int = 100
@@ -195,8 +202,12 @@ def search(model_dir, progress=True, argv=None):
     strategy = strategies.make_strategy(cfg.strategy, num_cpu_devices=cfg.num_cpu_devices)
     info, train_pattern, _ = data.resolve(model_dir)
     write_run_files(model_dir, argv)
+    def supernet_fn():
+        with synchronized_batch_norm(cfg.sync_batch_norm):
+            return build_supernet(info.num_classes)
+
     task = AutoDeepLabSearchTask(
-        lambda: build_supernet(info.num_classes),
+        supernet_fn,
         train_input_fn(info, train_pattern, cfg, subset=(2, 0)),
         train_input_fn(info, train_pattern, cfg, subset=(2, 1), seed_offset=1),
         cfg, info.ignore_label)

@@ -44,7 +44,8 @@ weight                     shape                   edge e's part
 import keras
 from keras import ops
 
-from nasseg_tf.layers.common import BN_EPSILON, KERNEL_INITIALIZER, ConvBN
+from nasseg_tf.layers.common import (BN_EPSILON, KERNEL_INITIALIZER, ConvBN,
+                                     sync_batch_norm_enabled)
 from nasseg_tf.layers.resize import resize_bilinear, spatial_size
 from nasseg_tf.search import decode
 from nasseg_tf.search_space.primitives import NUM_BLOCKS, PRIMITIVES, ZERO_OP
@@ -118,15 +119,19 @@ class SearchBatchNorm(keras.layers.Layer):
     batch · (1 - momentum)``; γ/β only when ``affine``), written directly in
     ``keras.ops``: about a third of the Keras layer's graph nodes, which matters with
     hundreds of batch norms in a traced supernet step. Statistics are computed in
-    float32 under mixed precision.
+    float32 under mixed precision. ``synchronized``: cross-replica statistics under a
+    ``tf.distribute`` strategy (None: as :func:`~nasseg_tf.layers.common.
+    synchronized_batch_norm` says when the layer is created).
     """
 
     def __init__(self, affine=False, momentum=SEARCH_BN_MOMENTUM, epsilon=BN_EPSILON,
-                 **kwargs):
+                 synchronized=None, **kwargs):
         super().__init__(**kwargs)
         self.affine = bool(affine)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
+        self.synchronized = (sync_batch_norm_enabled() if synchronized is None
+                             else bool(synchronized))
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
@@ -147,7 +152,8 @@ class SearchBatchNorm(keras.layers.Layer):
             # ops.moments is one fused squared difference on TensorFlow: unlike
             # mean(square(x - mean)) it keeps no centred copy of x alive for the
             # backward pass (one activation-sized tensor per batch norm).
-            mean, variance = ops.moments(x32, axes=(0, 1, 2))
+            mean, variance = ops.moments(x32, axes=(0, 1, 2),
+                                         synchronized=self.synchronized)
             keep = self.momentum
             self.moving_mean.assign(self.moving_mean * keep
                                     + ops.stop_gradient(mean) * (1.0 - keep))
@@ -168,7 +174,8 @@ class SearchBatchNorm(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(affine=self.affine, momentum=self.momentum, epsilon=self.epsilon)
+        config.update(affine=self.affine, momentum=self.momentum, epsilon=self.epsilon,
+                      synchronized=self.synchronized)
         return config
 
 

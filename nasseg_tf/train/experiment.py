@@ -29,6 +29,7 @@ from PIL import Image
 
 from nasseg_tf.data import build_dataset, ensure_demo_dataset, get_dataset_info
 from nasseg_tf.fileio import atomic_write_text
+from nasseg_tf.layers.common import synchronized_batch_norm
 from nasseg_tf.models import zoo
 from nasseg_tf.train import strategies
 from nasseg_tf.train.checkpointing import variables_by_path
@@ -101,7 +102,9 @@ class DataConfig:
 class TrainConfig:
     """The training recipe. Defaults follow DeepLab (poly LR, momentum 0.9, wd 4e-5).
 
-    ``batch_size`` is the global batch (split over replicas).
+    ``batch_size`` is the global batch (split over replicas). ``sync_batch_norm``
+    makes every batch norm use the statistics of the global batch under a multi-replica
+    strategy (:func:`~nasseg_tf.layers.common.synchronized_batch_norm`).
     """
 
     steps: int = 1000
@@ -121,6 +124,7 @@ class TrainConfig:
     weight_decay: float = 4e-5
     strategy: str = "default"
     num_cpu_devices: int = 2
+    sync_batch_norm: bool = False  # cross-replica BN statistics (TensorFlow backend)
     mixed_precision: str = None  # None, 'mixed_float16' or 'mixed_bfloat16'
     checkpoint_every: int = 500
     summary_every: int = 50
@@ -254,8 +258,12 @@ def _train(model_dir, cfg, data, eval_cfg, progress, argv):
 
     learning_rate = make_learning_rate(cfg.schedule, cfg.learning_rate, cfg.steps,
                                        cfg.end_learning_rate, cfg.power, cfg.warmup_steps)
+    def model_fn():
+        with synchronized_batch_norm(cfg.sync_batch_norm):
+            return build_model(info.num_classes)
+
     task = SegmentationTask(
-        model_fn=lambda: build_model(info.num_classes),
+        model_fn=model_fn,
         input_fn=train_input_fn(info, train_pattern, cfg),
         learning_rate=learning_rate, momentum=cfg.momentum,
         weight_decay=cfg.weight_decay, ignore_label=info.ignore_label,

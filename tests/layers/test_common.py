@@ -28,3 +28,63 @@ def test_strided_conv_pads_symmetrically_like_conv2d_same():
 def test_strides_with_dilation_are_rejected():
     with pytest.raises(ValueError, match="dilation"):
         ConvBN(4, 3, strides=2, dilation_rate=2)
+
+
+def _per_replica_outputs(make_layer, x, sync):
+    """``make_layer()`` built under a 2-replica MirroredStrategy (sync BN or not), run in
+    training mode with replica r fed ``x[r:r+1]``; returns the concatenated outputs."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from layer_checks import mirrored_strategy  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.layers.common import synchronized_batch_norm  # pylint: disable=import-outside-toplevel
+
+    strategy = mirrored_strategy()
+    with strategy.scope(), synchronized_batch_norm(sync):
+        layer = make_layer()
+        layer.build(x.shape)
+    inputs = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(x[ctx.replica_id_in_sync_group:][:1]))
+    outputs = strategy.run(tf.function(lambda v: layer(v, training=True)), args=(inputs,))
+    return np.concatenate([np.asarray(o) for o in
+                           strategy.experimental_local_results(outputs)]), layer
+
+
+@pytest.mark.parametrize("kind", ["keras", "search"])
+def test_synchronized_batch_norm_uses_the_global_batch(kind):
+    from nasseg_tf.layers.common import batch_norm  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.search.batched_cell import SearchBatchNorm  # pylint: disable=import-outside-toplevel
+
+    make = ((lambda: batch_norm("bn", momentum=0.5)) if kind == "keras"
+            else (lambda: SearchBatchNorm(affine=True, momentum=0.5)))
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype("float32")
+    x[1] += 2.0  # the replicas' batches differ in mean
+    single = make()
+    expected = np.asarray(single(x, training=True))  # one device, the whole batch
+    synced, layer = _per_replica_outputs(make, x, sync=True)
+    np.testing.assert_allclose(synced, expected, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(layer.moving_variance),
+                               np.asarray(single.moving_variance), atol=1e-4)
+    local, _ = _per_replica_outputs(make, x, sync=False)
+    assert not np.allclose(local, expected, atol=1e-2)  # per-replica statistics
+
+
+def test_models_built_inside_the_block_have_only_synchronized_batch_norms():
+    import keras  # pylint: disable=import-outside-toplevel
+    from nasseg_tf import zoo  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.layers.common import synchronized_batch_norm  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.search.batched_cell import SearchBatchNorm  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.search.supernet import AutoDeepLabSupernet  # pylint: disable=import-outside-toplevel
+
+    def norms(model):
+        return [l for l in model._flatten_layers()
+                if isinstance(l, (keras.layers.BatchNormalization, SearchBatchNorm))]
+
+    with synchronized_batch_norm():
+        model = zoo.build("mobilenetv2_dpc", num_classes=3, depth_multiplier=0.25,
+                          context_filters=8)
+        supernet = AutoDeepLabSupernet(3, num_layers=2, filter_multiplier=2, num_blocks=2)
+        supernet.build((None, None, None, 3))
+    assert norms(model) and all(n.synchronized for n in norms(model))
+    assert norms(supernet) and all(n.synchronized for n in norms(supernet))
+    plain = zoo.build("mobilenetv2_dpc", num_classes=3, depth_multiplier=0.25,
+                      context_filters=8)
+    assert not any(n.synchronized for n in norms(plain))

@@ -139,3 +139,14 @@ def test_mixed_bfloat16_training_runs_and_restores_the_policy(tmp_path, data_dir
     assert all(np.isfinite(h["loss"]) for h in out["loop"].history)
     assert out["model"].compute_dtype == "bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_sync_batch_norm_binding_builds_synchronized_batch_norms(tmp_path, data_dir):
+    import keras  # pylint: disable=import-outside-toplevel
+
+    experiment.parse_gin([TINY], [f"Data.data_dir = '{data_dir}'", "Training.steps = 1",
+                                  "Training.sync_batch_norm = True"])
+    out = experiment.train(str(tmp_path / "run"), progress=False, argv=["nasseg-train"])
+    norms = [layer for layer in out["model"]._flatten_layers()
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(n.synchronized for n in norms)
