@@ -166,6 +166,12 @@ def test_every_gin_file_parses_and_builds_its_model(path):
     if os.path.basename(path).startswith("base_"):
         return  # a fragment included by the others
     from nasseg_tf.data import get_dataset_info  # pylint: disable=import-outside-toplevel
+    if os.path.basename(path).startswith("dpc_"):
+        from nasseg_tf.search import dpc_proxy, dpc_tuner  # pylint: disable=import-outside-toplevel
+        cfg, proxy = dpc_tuner.DPCSearchConfig(), dpc_proxy.ProxyConfig()
+        assert cfg.max_trials > 0 and proxy.steps > 0
+        get_dataset_info(experiment.DataConfig().dataset)
+        return
     if os.sep + "search" + os.sep in path:
         cfg = autodeeplab_search.SearchConfig()
         info = get_dataset_info(experiment.DataConfig().dataset)
