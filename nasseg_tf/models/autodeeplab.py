@@ -26,7 +26,8 @@ from nasseg_tf.search_space.genotypes import load_genotype
 
 
 def autodeeplab_backbone(images, genotype, filter_multiplier=20, low_level_cell=2,
-                         bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON):
+                         bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON,
+                         drop_path_keep_prob=1.0):
     """Applies the Auto-DeepLab backbone to a (normalised) image tensor.
 
     Args:
@@ -34,6 +35,8 @@ def autodeeplab_backbone(images, genotype, filter_multiplier=20, low_level_cell=
       genotype: a NetworkGenotype, its config, a published name or a JSON path.
       filter_multiplier: F (20 / 32 / 48 for Auto-DeepLab-S / M / L).
       low_level_cell: index of the cell whose output feeds the decoder.
+      drop_path_keep_prob: scheduled drop path in the cells (1.0: off; see
+        :class:`~nasseg_tf.layers.cell.DerivedCell`).
 
     Returns:
       ``dict(low_level=..., features=..., cells=[...])`` of Keras tensors.
@@ -62,7 +65,9 @@ def autodeeplab_backbone(images, genotype, filter_multiplier=20, low_level_cell=
         input_level = level if stride == 1 else prev_level
         cell = DerivedCell(
             genotype.cell, filter_multiplier * 2 ** level, stride=stride,
-            resample_prev_prev=pp_level != input_level, name=f"cell_{l}", **bn)
+            resample_prev_prev=pp_level != input_level,
+            drop_path_keep_prob=drop_path_keep_prob,
+            layer_ratio=(l + 1) / len(genotype.path), name=f"cell_{l}", **bn)
         out = cell([h_prev, h_prev_prev])
         cells.append(out)
         outputs.append((out, level))

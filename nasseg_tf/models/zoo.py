@@ -72,7 +72,8 @@ def build_autodeeplab(num_classes, name="autodeeplab", genotype="autodeeplab_cit
                       filter_multiplier=20, aspp_filters=256, aspp_rates=(12, 24, 36),
                       aspp_separable=False, decoder=True, decoder_filters=256,
                       decoder_separable=False, low_level_cell=2, dropout_rate=0.1,
-                      bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, path=None):
+                      bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, path=None,
+                      drop_path_keep_prob=1.0):
     """Auto-DeepLab: derived backbone + ASPP + DeepLabv3+ decoder (SPEC §2.5).
 
     Regular (not separable) convs in ASPP and decoder reproduce the paper's parameter
@@ -80,7 +81,9 @@ def build_autodeeplab(num_classes, name="autodeeplab", genotype="autodeeplab_cit
     DeepLab convention at output stride 8. ``bn_momentum`` defaults to the official
     0.9997, which suits 1.5M-step training; short runs (the demo) need a smaller one
     for the moving statistics to settle. ``path`` replaces the genotype's network path
-    (a list of levels), e.g. a shallower network for tests.
+    (a list of levels), e.g. a shallower network for tests. ``drop_path_keep_prob`` < 1
+    turns on scheduled drop path in the cells (the paper retrains with it but does not
+    state the probability; see :class:`~nasseg_tf.layers.cell.DerivedCell`).
     """
     genotype = load_genotype(genotype)
     if path is not None:  # the genotype's cell on another network path
@@ -92,7 +95,7 @@ def build_autodeeplab(num_classes, name="autodeeplab", genotype="autodeeplab_cit
                                 name="decoder", **bn) if decoder else None)
     return build_segmenter(
         lambda x: autodeeplab_backbone(x, genotype, filter_multiplier, low_level_cell,
-                                       **bn),
+                                       drop_path_keep_prob=drop_path_keep_prob, **bn),
         context, dec, num_classes, name)
 
 

@@ -686,7 +686,7 @@ def finetune_rerank_fn(info, train_pattern, val_pattern, steps, batch_size, crop
             learning_rate=make_learning_rate("poly", cfg.learning_rate, cfg.steps, 0.0,
                                              0.9, 0),
             momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-            ignore_label=info.ignore_label)
+            ignore_label=info.ignore_label, total_steps=cfg.steps)
         loop = TrainLoop(task, strategy, work_dir, cfg.steps, checkpoint_every=0,
                          summary_every=cfg.summary_every, progress=False)
         loop.run()

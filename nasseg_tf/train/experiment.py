@@ -267,7 +267,7 @@ def _train(model_dir, cfg, data, eval_cfg, progress, argv):
         input_fn=train_input_fn(info, train_pattern, cfg),
         learning_rate=learning_rate, momentum=cfg.momentum,
         weight_decay=cfg.weight_decay, ignore_label=info.ignore_label,
-        loss_scale=cfg.mixed_precision == "mixed_float16")
+        loss_scale=cfg.mixed_precision == "mixed_float16", total_steps=cfg.steps)
 
     last_eval = {}
 

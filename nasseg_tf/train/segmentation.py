@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from nasseg_tf.layers.cell import TRAINING_PROGRESS
 from nasseg_tf.train.checkpointing import checkpoint_items
 from nasseg_tf.train.loop import Task
 from nasseg_tf.train.losses import l2_regularization, masked_cross_entropy
@@ -59,10 +60,13 @@ class SegmentationTask(Task):
       weight_decay: L2 coefficient on conv kernels (DeepLab: 4e-5), added to the loss.
       ignore_label: label excluded from the loss.
       loss_scale: wrap the optimizer in a ``LossScaleOptimizer`` (float16 training).
+      total_steps: the run's length. Before each step, every scalar variable of the
+        model named ``training_progress`` (layers with a schedule, e.g. scheduled drop
+        path) is set to ``step / total_steps``.
     """
 
     def __init__(self, model_fn, input_fn, learning_rate, momentum=0.9,
-                 weight_decay=4e-5, ignore_label=255, loss_scale=False):
+                 weight_decay=4e-5, ignore_label=255, loss_scale=False, total_steps=None):
         self.model_fn = model_fn
         self.input_fn = input_fn
         self.learning_rate = learning_rate
@@ -70,8 +74,10 @@ class SegmentationTask(Task):
         self.weight_decay = weight_decay
         self.ignore_label = ignore_label
         self.loss_scale = loss_scale
+        self.total_steps = total_steps
         self.model = None
         self.optimizer = None
+        self.progress_variables = []
 
     def build(self):
         self.model = self.model_fn()
@@ -80,6 +86,11 @@ class SegmentationTask(Task):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(self.model.trainable_variables)
         self.optimizer = optimizer
+        self.progress_variables = [v for v in self.model.non_trainable_variables
+                                   if v.name == TRAINING_PROGRESS]
+        if self.progress_variables and not self.total_steps:
+            raise ValueError("the model has scheduled layers (training_progress "
+                             "variables): SegmentationTask needs total_steps")
 
     def checkpoint_items(self):
         return checkpoint_items(model=self.model, optimizer=self.optimizer)
@@ -91,6 +102,10 @@ class SegmentationTask(Task):
     def train_step(self, step, batch, phase=None):
         images, labels = batch
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if self.progress_variables:
+            progress = tf.cast(step, tf.float32) / float(self.total_steps)
+            for variable in self.progress_variables:
+                variable.assign(progress)
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)

@@ -150,3 +150,18 @@ def test_sync_batch_norm_binding_builds_synchronized_batch_norms(tmp_path, data_
     norms = [layer for layer in out["model"]._flatten_layers()
              if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and all(n.synchronized for n in norms)
+
+
+def test_scheduled_drop_path_progress_follows_the_training_step(tmp_path, data_dir):
+    experiment.parse_gin([TINY], [
+        f"Data.data_dir = '{data_dir}'", "Training.steps = 4",
+        "Model.overrides = {'filter_multiplier': 4, 'aspp_filters': 8, "
+        "'decoder_filters': 8, 'aspp_rates': (1, 2, 3), 'path': (0, 0, 0, 1), "
+        "'bn_momentum': 0.9, 'drop_path_keep_prob': 0.7}"])
+    out = experiment.train(str(tmp_path / "run"), progress=False, argv=["nasseg-train"])
+    progress = [v for v in out["model"].non_trainable_variables
+                if v.name == "training_progress"]
+    assert len(progress) == 4  # one per cell
+    # Set before each step to step / total_steps: the last step is step 3 of 4.
+    assert all(float(v.numpy()) == 0.75 for v in progress)
+    assert np.isfinite(out["metrics"]["loss"])
