@@ -67,7 +67,7 @@ import tensorflow as tf
 
 from nasseg_tf.data import build_dataset, get_dataset_info
 from nasseg_tf.data import tfrecord
-from nasseg_tf.data.pipeline import MEAN_PIXEL
+from nasseg_tf.data.pipeline import MEAN_PIXEL, pad_pair, random_crop_pair
 from nasseg_tf.layers.common import BN_EPSILON, BN_MOMENTUM
 from nasseg_tf.layers.dpc import DensePredictionCell
 from nasseg_tf.layers.resize import resize_bilinear
@@ -79,7 +79,7 @@ from nasseg_tf.train.segmentation import SegmentationTask, make_learning_rate
 
 # Bump when the cache's layout or the meaning of its contents changes: every existing
 # cache then gets a new fingerprint and is recomputed.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: train crops drawn by the training pipeline's functions
 MANIFEST_NAME = "done.json"
 SPLITS = ("train", "val")
 NORMALISATION = "x / 127.5 - 1"
@@ -190,18 +190,14 @@ def _crop_or_pad_center(image, label, size, ignore_label):
     return image, label
 
 
-def _random_crop(image, label, size, ignore_label, rng):
-    """Pads bottom/right to at least ``size`` (as the training pipeline does), then
-    crops a window at a position drawn from ``rng``."""
-    extra = [max(0, want - have) for have, want in zip(image.shape[:2], size)]
-    if any(extra):
-        pad = [(0, extra[0]), (0, extra[1])]
-        image = np.pad(image, pad + [(0, 0)], constant_values=MEAN_PIXEL)
-        label = np.pad(label, pad, constant_values=ignore_label)
-    top = int(rng.integers(0, image.shape[0] - size[0] + 1))
-    left = int(rng.integers(0, image.shape[1] - size[1] + 1))
-    return (image[top:top + size[0], left:left + size[1]],
-            label[top:top + size[0], left:left + size[1]])
+def _random_crop(image, label, size, ignore_label, seed):
+    """The training pipeline's crop: pad bottom/right to at least ``size``
+    (:func:`~nasseg_tf.data.pipeline.pad_pair`), then a window at a position drawn
+    from the stateless ``seed`` (:func:`~nasseg_tf.data.pipeline.random_crop_pair`)."""
+    image, label = pad_pair(tf.constant(image), tf.constant(label[..., None]), size,
+                            ignore_label)
+    image, label = random_crop_pair(image, label, size, tf.constant(seed, tf.int64))
+    return image.numpy(), label.numpy()[..., 0]
 
 
 def array_dataset(inputs, labels, batch_size, training, seed=0):
@@ -396,24 +392,14 @@ class FeatureCache:
         if prefix is None or not tf.io.gfile.exists(prefix + ".index"):
             raise FileNotFoundError(f"backbone weights {path}: not a .weights.h5 / .keras "
                                     "file nor a TensorFlow checkpoint (prefix or folder)")
-        # The training loop keys weights by Keras path under "model" (checkpointing.py);
-        # TensorFlow escapes '.' as '..' and '/' as '.S' in checkpoint keys.
-        reader = tf.train.load_checkpoint(prefix)
-        missing = []
-        for var_path, variable in variables_by_path(model.weights).items():
-            escaped = var_path.replace(".", "..").replace("/", ".S")
-            key = f"model/{escaped}/.ATTRIBUTES/VARIABLE_VALUE"
-            if not reader.has_tensor(key):
-                missing.append(var_path)
-                continue
-            value = reader.get_tensor(key)
-            if tuple(value.shape) != tuple(variable.shape):
-                raise ValueError(f"backbone weights {prefix}: {var_path} has shape "
-                                 f"{tuple(value.shape)}, the backbone {tuple(variable.shape)}")
-            variable.assign(value)
-        if missing:
-            raise ValueError(f"backbone weights {prefix}: {len(missing)} of the backbone's "
-                             f"variables are not in the checkpoint, e.g. {missing[:3]}")
+        # The training loop's layout (checkpointing.py): weights keyed by Keras path
+        # under "model"; extra entries (decoder, optimizer, step) are ignored.
+        status = tf.train.Checkpoint(model=variables_by_path(model.weights)).read(prefix)
+        try:
+            status.expect_partial().assert_existing_objects_matched()
+        except AssertionError as e:
+            raise ValueError(f"backbone weights {prefix}: some of the backbone's "
+                             f"variables are not in the checkpoint ({e})") from None
 
     def _weights_checksum(self, model):
         digest = hashlib.sha256()
@@ -511,8 +497,9 @@ class FeatureCache:
             image, label = image[0], label[0].astype(np.uint8)
             if split == "train":
                 for k in range(self.train_crops_per_image):
-                    rng = np.random.default_rng([self.seed, index, k])
-                    yield _random_crop(image, label, self.crop_size, info.ignore_label, rng)
+                    seed = [self.seed, index * self.train_crops_per_image + k]
+                    yield _random_crop(image, label, self.crop_size, info.ignore_label,
+                                       seed)
             else:
                 yield _crop_or_pad_center(image, label, self.crop_size, info.ignore_label)
 

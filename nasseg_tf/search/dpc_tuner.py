@@ -626,34 +626,12 @@ def rerank(rows, rerank_fn, project_dir, top_k, settings=None, verbose=True):
 
 
 def build_rerank_model(cell, num_classes, model_name="mobilenetv2_dpc", overrides=None):
-    """A whole DPC segmentation model for ``cell``.
+    """The whole DPC segmentation model for ``cell``: zoo entry ``model_name`` with
+    ``dpc_cell=cell`` and ``overrides`` (the zoo names unknown models and overrides)."""
+    from nasseg_tf.models import zoo  # pylint: disable=import-outside-toplevel
 
-    The zoo entry ``model_name`` with ``dpc_cell=cell`` (and ``overrides``) when it is
-    registered; otherwise MobileNet-v2 (``depth_multiplier``, ``output_stride`` from
-    ``overrides``) + :class:`DensePredictionCell` + logits.
-    """
-    # pylint: disable=import-outside-toplevel
-    from nasseg_tf.models import zoo
-
-    overrides = dict(overrides or {})
-    if model_name in zoo.list_models():
-        return zoo.build(model_name, num_classes=num_classes,
-                         dpc_cell=cell.to_config(), **overrides)
-    from nasseg_tf.layers.dpc import DensePredictionCell
-    from nasseg_tf.models.mobilenet_v2 import mobilenet_v2_backbone
-    from nasseg_tf.models.segmenter import build_segmenter
-
-    output_stride = int(overrides.pop("output_stride", 16))
-    depth_multiplier = float(overrides.pop("depth_multiplier", 1.0))
-    filters = int(overrides.pop("context_filters", 256))
-    if overrides:
-        raise ValueError(f"unknown rerank model override(s) {sorted(overrides)} for the "
-                         "built-in MobileNet-v2 + DPC model; allowed: output_stride, "
-                         "depth_multiplier, context_filters")
-    context = DensePredictionCell(cell, filters, output_stride, name="context")
-    return build_segmenter(
-        lambda x: mobilenet_v2_backbone(x, output_stride, depth_multiplier),
-        context, None, num_classes, "mobilenetv2_dpc_rerank")
+    return zoo.build(model_name, num_classes=num_classes, dpc_cell=cell.to_config(),
+                     **dict(overrides or {}))
 
 
 def finetune_rerank_fn(info, train_pattern, val_pattern, steps, batch_size, crop_size,
@@ -717,26 +695,25 @@ def random_baseline(rows, space, objective_fn, project_dir, count, seed=0, verbo
     the proxy?" on the same objective.
     """
     path = os.path.join(project_dir, "random_baseline.json")
-    searched = {json.dumps(row["cell"], sort_keys=True) for row in rows}
+    taken = {DPCCell.from_config(row["cell"]).key() for row in rows}
     rng = np.random.default_rng([int(seed), 1_000_003])
     cells = []
     while len(cells) < count:
         cell = space.sample(rng)
-        key = json.dumps(cell.to_config(), sort_keys=True)
-        if key not in searched and all(c.key() != cell.key() for c in cells):
+        if cell.key() not in taken:
+            taken.add(cell.key())
             cells.append(cell)
     done = {}
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             previous = json.load(f)
         if previous.get("count") == count and previous.get("seed") == seed:
-            done = {json.dumps(e["cell"], sort_keys=True): e for e in previous["entries"]}
+            done = {DPCCell.from_config(e["cell"]).key(): e for e in previous["entries"]}
     best = rows[0]["val_miou"] if rows else None
     entries = []
     for i, cell in enumerate(cells):
-        key = json.dumps(cell.to_config(), sort_keys=True)
-        if key in done:
-            entries.append(done[key])
+        if cell.key() in done:
+            entries.append(done[cell.key()])
         else:
             result = objective_fn(cell, None, None)
             entries.append({"cell": cell.to_config(), "describe": cell.describe(),

@@ -1,9 +1,6 @@
 """MobileNet-v2 and Xception-65/71 backbones: endpoints at every output stride, parameter
 counts against Keras' MobileNetV2 and channel arithmetic, gradients, JAX parity."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -11,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from layer_checks import check_layer
+from layer_checks import check_layer, run_on_jax
 from nasseg_tf.models.mobilenet_v2 import (atrous_schedule, make_divisible,
                                            mobilenet_v2_backbone)
 from nasseg_tf.layers.common import ConvBN
@@ -304,12 +301,7 @@ def test_backbones_on_jax_backend_match_tensorflow(tmp_path):
         outputs = model(x, training=False)
         expected[name] = [np.asarray(y) for y in
                           (outputs if isinstance(outputs, list) else [outputs])]
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    # Most of the subprocess is XLA compiling one small program per variable shape
-    # and op; LLVM optimisation level 0 saves about a third of it.
-    env.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    subprocess.run([sys.executable, "-c", _JAX_SCRIPT, str(tmp_path)], env=env,
-                   check=True, timeout=300)
+    run_on_jax(_JAX_SCRIPT, tmp_path)
     for name, outputs in expected.items():
         for i, y in enumerate(outputs):
             assert np.abs(y).max() > 0, (name, i)

@@ -3,13 +3,12 @@ retraining a searched cell with nasseg-train, JAX parity."""
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
+from layer_checks import run_on_jax
 from nasseg_tf import zoo
 from nasseg_tf.counting import count, describe
 from nasseg_tf.data import ensure_demo_dataset
@@ -126,7 +125,5 @@ def test_dpc_model_on_jax_backend_matches_tensorflow(tmp_path):
     weights = str(tmp_path / "m.weights.h5")
     model.save_weights(weights)
     np.save(tmp_path / "x.npy", x)
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    subprocess.run([sys.executable, "-c", _JAX_SCRIPT, weights, str(tmp_path / "x.npy"),
-                    str(tmp_path / "y.npy"), str(cell)], env=env, check=True, timeout=300)
+    run_on_jax(_JAX_SCRIPT, weights, tmp_path / "x.npy", tmp_path / "y.npy", cell)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-4)

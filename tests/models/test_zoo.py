@@ -1,15 +1,13 @@
 """Model zoo: paper parameter counts, forward at any size, save/load, JAX parity."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
 
+from layer_checks import run_on_jax
 from nasseg_tf import zoo
 from nasseg_tf.counting import count
 
@@ -114,7 +112,5 @@ def test_zoo_model_on_jax_backend_matches_tensorflow(tmp_path):
     weights = str(tmp_path / "tiny.weights.h5")
     model.save_weights(weights)
     np.save(tmp_path / "x.npy", x)
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    subprocess.run([sys.executable, "-c", _JAX_SCRIPT, weights, str(tmp_path / "x.npy"),
-                    str(tmp_path / "y.npy")], env=env, check=True, timeout=300)
+    run_on_jax(_JAX_SCRIPT, weights, tmp_path / "x.npy", tmp_path / "y.npy")
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-4)

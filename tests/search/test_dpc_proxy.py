@@ -145,6 +145,10 @@ def test_fingerprint_changes_with_weights_data_and_settings(data, tmp_path):
         str(tmp_path / "ckpt" / "ckpt-1"))
     assert make_cache(root, data, weights=prefix).key["weights_sha256"] == (
         from_second.key["weights_sha256"])
+    partial = tf.train.Checkpoint(model=dict(list(variables_by_path(
+        model.weights).items())[1:])).write(str(tmp_path / "partial" / "ckpt-1"))
+    with pytest.raises(ValueError, match="not in the checkpoint"):
+        make_cache(root, data, weights=partial).fingerprint
 
     # Data files: a rewritten (here: touched) shard changes the fingerprint.
     copy = tmp_path / "data"

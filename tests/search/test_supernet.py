@@ -6,9 +6,7 @@ paper's B = 5 layout.
 """
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 
 import keras
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from layer_checks import mirrored_strategy
+from layer_checks import mirrored_strategy, run_on_jax
 from nasseg_tf.layers.resize import resize_bilinear, spatial_size
 from nasseg_tf.search import decode as D
 from nasseg_tf.search.supernet import (CELL_TYPES, SEARCH_OPS, AutoDeepLabSupernet,
@@ -451,10 +449,9 @@ def test_jax_backend_forward_matches_tensorflow(tmp_path):
     model.save_weights(str(tmp_path / "model.weights.h5"))
     np.save(tmp_path / "x.npy", x)
     (tmp_path / "config.json").write_text(json.dumps(model.get_config()))
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     try:
-        result = subprocess.run([sys.executable, "-c", _JAX_SCRIPT, str(tmp_path)],
-                                env=env, timeout=60, capture_output=True, text=True)
+        result = run_on_jax(_JAX_SCRIPT, tmp_path, timeout=60, check=False,
+                            capture_output=True, text=True)
     except subprocess.TimeoutExpired:
         pytest.skip("JAX forward took over 60 s")
     assert result.returncode == 0, result.stderr[-3000:]
