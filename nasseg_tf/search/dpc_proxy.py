@@ -33,10 +33,10 @@ Example::
     result["miou"], result["history"]       # float, [(100, miou), (200, miou), (300, miou)]
 
 What the cache buys (``tools/benchmark.py dpc_proxy``, this 2-core CPU, MobileNet-v2 OS 16,
-129² crops, batch 8, 3 random cells × 20 steps, two runs): 256 filters — 955–1096 vs
-420–494 trials/hour (2.2–2.3×), median step 60–81 vs 108–139 ms (1.7–1.8×, also the
-ratio projected to 30K-step trials); 64 filters — 2.8× trials/hour, 3.6× per step. Both
-ways reach the same mIoU (to 2e-5: float16 storage is harmless). The speed-up is bounded by
+129² crops, batch 8, 3 random cells × 20 steps): 256 filters — 1535 vs 741 trials/hour
+(2.1×), median step 42 vs 78 ms (1.9×, also the ratio projected to 30K-step trials);
+257² crops 2.3× / 2.1×; 64 filters — 2.6× trials/hour, 3.1× per step. Both ways reach
+the same mIoU (to 1e-4: float16 storage is harmless). The speed-up is bounded by
 ``1 + t(backbone forward) / t(head step)``, and a paper-sized head's training step (DPC
 forward + backward, logits upsampled to the crop and the loss there) costs about as much
 as MobileNet-v2's forward (0.18 G Multiply-Adds per 129² image), so SPEC §6's 10× is not
