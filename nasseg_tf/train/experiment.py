@@ -28,7 +28,7 @@ import tensorflow as tf
 from PIL import Image
 
 from nasseg_tf.data import build_dataset, ensure_demo_dataset, get_dataset_info
-from nasseg_tf.fileio import atomic_write_text
+from nasseg_tf.fileio import atomic_write_text, temp_path
 from nasseg_tf.layers.common import synchronized_batch_norm
 from nasseg_tf.models import zoo
 from nasseg_tf.train import strategies
@@ -295,7 +295,7 @@ def _train(model_dir, cfg, data, eval_cfg, progress, argv):
 
 def save_keras_model(model, path):
     """Saves a ``.keras`` file atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}.keras"
+    tmp = temp_path(path, ".keras")
     model.save(tmp)
     os.replace(tmp, path)
 
