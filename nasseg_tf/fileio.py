@@ -75,7 +75,8 @@ def _process_start(pid):
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
         with open("/proc/stat", "rb") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+            boot = next(int(line.split()[1]) for line in f
+                        if line.startswith(b"btime "))
         ticks = int(stat[stat.rindex(b")") + 2:].split()[19])  # field 22: starttime
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):

@@ -4,10 +4,12 @@ Usage:
     nasseg-export --keras_model=run/model.keras --export_dir=run/export
     nasseg-export --model=autodeeplab_s --num_classes=19 --export_dir=/tmp/adl_s
 
-The SavedModel's ``serving_default`` takes uint8 images [N, H, W, 3] of any size and
-returns ``semantic`` (int32 label map) and ``probabilities``; ``serve_encoded`` takes
-PNG/JPEG bytes. ``--model`` exports a freshly initialised zoo model (useful to test
-a serving stack before training).
+The SavedModel's ``serving_default`` takes uint8 images [N, H, W, 3] and returns
+``semantic`` (int32 label map) and ``probabilities``; ``serve_encoded`` takes PNG/JPEG
+bytes. Both refuse an image of more than ``--max_pixels`` pixels (H·W; default
+2048x2048, 0: no limit), an empty batch and an empty image, with an
+InvalidArgumentError that says so. ``--model`` exports a freshly initialised zoo
+model (useful to test a serving stack before training).
 """
 
 
@@ -26,6 +28,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("export_dir", None, "Destination folder.", flag_values=flag_values)
     flags.DEFINE_bool("overwrite", True, "Replace an existing export.",
                       flag_values=flag_values)
+    flags.DEFINE_integer("max_pixels", 2048 * 2048, "Largest image (height x width) "
+                         "the export serves; 0: no limit.", lower_bound=0,
+                         flag_values=flag_values)
     flags.mark_flag_as_required("export_dir", flag_values=flag_values)
 
 
@@ -47,7 +52,8 @@ def _export(FLAGS):
     from nasseg_tf.export import export_saved_model  # pylint: disable=import-outside-toplevel
 
     model = load_model(FLAGS.keras_model, FLAGS.model, FLAGS.num_classes)
-    path = export_saved_model(model, FLAGS.export_dir, overwrite=FLAGS.overwrite)
+    path = export_saved_model(model, FLAGS.export_dir, overwrite=FLAGS.overwrite,
+                              max_pixels=FLAGS.max_pixels)
     print(f"exported {model.name} to {path} (signatures: serving_default, serve_encoded)")
 
 

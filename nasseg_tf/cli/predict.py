@@ -5,9 +5,17 @@ Usage:
     nasseg-predict --model_dir=runs/demo --images=street.png --output_dir=out
 
 For every input image NAME it writes NAME_label.png (colorized label map) and
-NAME_overlay.png (the label map blended over the image). With --model_dir the latest
-checkpoint of that run is used (rebuilt from its config.gin); with --saved_model the
-export's metadata names the classes (or --dataset does).
+NAME_overlay.png (the label map blended over the image). When two inputs share a NAME
+(photos/a/img0.png, photos/b/img0.png), every output keeps its input's folders below
+the inputs' common folder instead (out/a/img0_label.png, out/b/img0_label.png); and
+when they also share their folder (img0.png, img0.jpg), the extension too
+(out/img0.png_label.png). A file named twice is segmented once. All inputs are found
+and opened before anything is written.
+
+With --model_dir the latest checkpoint of that run is used (rebuilt from its
+config.gin); with --saved_model the export's metadata names the classes (or
+--dataset does), and an image the export refuses (larger than its max_pixels) stops
+the run with an error naming the file.
 """
 
 import glob
@@ -34,15 +42,76 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def _image_paths(patterns):
-    paths = []
+    """The files matching ``patterns``, in order, each file once."""
+    paths, seen = [], set()
     for pattern in patterns:
         found = sorted(glob.glob(pattern))
         if not found:
             raise FileNotFoundError(f"no image matches {pattern!r}")
-        paths += found
+        for path in found:
+            key = os.path.normcase(os.path.realpath(path))
+            if key not in seen:
+                seen.add(key)
+                paths.append(path)
     if not paths:
         raise ValueError("give at least one --images")
     return paths
+
+
+def _unique(names):
+    """Whether ``names`` differ, also on a case-insensitive file system."""
+    return len({name.casefold() for name in names}) == len(names)
+
+
+def output_names(paths):
+    """Where each input's outputs go, relative to the output folder.
+
+    Args:
+      paths: distinct input files.
+
+    Returns:
+      One name per path, ``_label.png`` / ``_overlay.png`` to be appended: the file
+      name without extension when these all differ; otherwise the path below the
+      inputs' common folder without extension (``a/img0``, ``b/img0``); and when even
+      those collide (``img0.png``, ``img0.jpg``), with extension.
+    """
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    if _unique(stems):
+        return stems
+    absolute = [os.path.abspath(path) for path in paths]
+    common = os.path.commonpath([os.path.dirname(path) for path in absolute])
+    relative = [os.path.relpath(path, common) for path in absolute]
+    without_extension = [os.path.splitext(path)[0] for path in relative]
+    return without_extension if _unique(without_extension) else relative
+
+
+def _plan(paths, output_dir):
+    """``[(input, label PNG, overlay PNG)]`` once every input opens as an image and
+    no output would replace an input."""
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+
+    for path in paths:
+        try:
+            with Image.open(path):
+                pass
+        except OSError as e:
+            raise ValueError(f"cannot read image {path}: {e}") from None
+    inputs = {os.path.normcase(os.path.realpath(path)): path for path in paths}
+    plan = []
+    for path, name in zip(paths, output_names(paths)):
+        outputs = [os.path.join(output_dir, f"{name}_{kind}.png")
+                   for kind in ("label", "overlay")]
+        for output in outputs:
+            clash = inputs.get(os.path.normcase(os.path.realpath(output)))
+            if clash:
+                raise ValueError(f"output {output} would replace the input {clash}; "
+                                 "choose another --output_dir")
+        plan.append((path, *outputs))
+    return plan
+
+
+class _RefusedInput(ValueError):
+    """An image the exported model's input checks refuse (too large, empty)."""
 
 
 def _predictor(saved_model=None, model_dir=None, dataset=None):
@@ -55,17 +124,25 @@ def _predictor(saved_model=None, model_dir=None, dataset=None):
     if bool(saved_model) == bool(model_dir):
         raise ValueError("give exactly one of --saved_model or --model_dir")
     if saved_model:
-        from nasseg_tf.export import load_metadata, load_serving  # pylint: disable=import-outside-toplevel
+        from nasseg_tf.export import (load_metadata, load_serving,  # pylint: disable=import-outside-toplevel
+                                      serving_input_error)
 
         serving = load_serving(saved_model).signatures["serving_default"]
         meta = load_metadata(saved_model) or {}
         name = dataset or meta.get("dataset")
         if not name:
-            raise ValueError("the SavedModel has no metadata: pass --dataset")
+            raise ValueError(f"the SavedModel {saved_model} names no dataset in its "
+                             "metadata: pass --dataset")
         info = get_dataset_info(name)
 
         def predict(image):
-            return serving(images=tf.constant(image[None]))["semantic"].numpy()[0]
+            try:
+                return serving(images=tf.constant(image[None]))["semantic"].numpy()[0]
+            except tf.errors.InvalidArgumentError as e:
+                message = serving_input_error(e)
+                if message is None:
+                    raise
+                raise _RefusedInput(message) from None
         return predict, info
 
     from nasseg_tf.train import experiment  # pylint: disable=import-outside-toplevel
@@ -82,26 +159,31 @@ def _predictor(saved_model=None, model_dir=None, dataset=None):
 
 def predict_files(paths, output_dir, saved_model=None, model_dir=None, dataset=None,
                   alpha=0.5):
-    """Writes label and overlay PNGs for ``paths``; returns the files written."""
+    """Writes label and overlay PNGs for ``paths``; returns the files written.
+
+    The output names are :func:`output_names`; nothing is written (and no model
+    loaded) before every input has been opened.
+    """
     import numpy as np  # pylint: disable=import-outside-toplevel
     from PIL import Image  # pylint: disable=import-outside-toplevel
 
     from nasseg_tf import visualize  # pylint: disable=import-outside-toplevel
 
+    plan = _plan(paths, output_dir)
     predict, info = _predictor(saved_model, model_dir, dataset)
     written = []
-    for path in paths:
+    for path, label_png, overlay_png in plan:
         try:
             image = np.asarray(Image.open(path).convert("RGB"))
         except OSError as e:
             raise ValueError(f"cannot read image {path}: {e}") from None
-        colored = info.colorize(predict(image))
-        stem = os.path.splitext(os.path.basename(path))[0]
-        written.append(visualize.save_png(
-            colored, os.path.join(output_dir, f"{stem}_label.png")))
-        written.append(visualize.save_png(
-            visualize.overlay(image, colored, alpha),
-            os.path.join(output_dir, f"{stem}_overlay.png")))
+        try:
+            colored = info.colorize(predict(image))
+        except _RefusedInput as e:
+            raise ValueError(f"cannot segment {path}: {e}") from None
+        written.append(visualize.save_png(colored, label_png))
+        written.append(visualize.save_png(visualize.overlay(image, colored, alpha),
+                                          overlay_png))
     return written
 
 

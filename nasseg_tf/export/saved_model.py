@@ -2,25 +2,46 @@
 
 Signatures of the exported model:
 
-* ``serving_default(images: uint8 [N, H, W, 3])`` — any N, H, W;
-* ``serve_encoded(encoded: string [N])`` — PNG or JPEG bytes; the N images must share
-  one size (they are decoded and stacked into one batch).
+* ``serving_default(images: uint8 [N, H, W, 3])`` — any N ≥ 1 and H, W ≥ 1 with
+  H·W ≤ ``max_pixels``;
+* ``serve_encoded(encoded: string [N])`` — PNG or JPEG bytes; the N ≥ 1 images must
+  share one size (they are decoded and stacked into one batch), within the same limit.
 
 Both return ``semantic`` (int32 ``[N, H, W]``, the arg-max label at input size) and
 ``probabilities`` (float32 ``[N, H, W, C]``, softmax of the logits).
 
+Input limits: memory and time grow with the pixels of an image (a 4000×4000 image
+through a small model takes gigabytes), so an export refuses images larger than its
+``max_pixels`` (set at export, recorded in its metadata) before running the model. An
+empty batch (N = 0) and an empty image (H or W = 0) are refused too: a batch of no
+images is a client's mistake, and answering it would need control flow in the serving
+graph. Each refusal is an ``InvalidArgumentError`` whose message starts with
+``serving input:`` and says what was wrong, e.g. ``serving input: image of 4000x4000
+= 16000000 pixels exceeds max_pixels=4194304 of this model (set at export)``;
+:func:`serving_input_error` extracts it.
+
 The export is written to a temporary folder beside ``export_dir`` and renamed into
-place, so an interrupted export never leaves a half-written model behind.
+place, so an interrupted export never leaves a half-written model behind; an export
+first removes the temporaries that killed exports left in that folder.
 """
 
 import contextlib
 import json
+import operator
 import os
+import re
 import shutil
-import tempfile
 
 import tensorflow as tf
 from absl import logging as absl_logging
+
+from nasseg_tf.fileio import clean_stale_temps, temp_path
+
+DEFAULT_MAX_PIXELS = 2048 * 2048
+"""Default limit on H·W of one served image (4_194_304)."""
+
+INPUT_ERROR_PREFIX = "serving input: "
+"""Starts the message of every input check of the serving signatures."""
 
 
 @contextlib.contextmanager
@@ -53,7 +74,48 @@ def _decode_batch(encoded):
         [None, None, 3], tf.uint8))
 
 
-def _serving_module(model):
+def _assert(condition, message, *values):
+    """An assertion whose InvalidArgumentError says ``INPUT_ERROR_PREFIX + message``
+    with ``{}`` filled from ``values`` (tensors)."""
+    text = tf.strings.format(INPUT_ERROR_PREFIX + message, values) if values else \
+        INPUT_ERROR_PREFIX + message
+    return tf.debugging.Assert(condition, [text])
+
+
+def _checked(tensor, *make_checks):
+    """``tensor`` once each ``make_checks`` assertion has passed, in order."""
+    for make_check in make_checks:
+        with tf.control_dependencies([make_check()]):
+            tensor = tf.identity(tensor)
+    return tensor
+
+
+def _check_images(images, max_pixels):
+    """``images`` [N, H, W, 3] after the input checks (see the module docstring)."""
+    shape = tf.shape(images, out_type=tf.int64)
+    height, width = shape[1], shape[2]
+    checks = [
+        lambda: _assert(shape[0] > 0, "empty batch: give at least one image"),
+        lambda: _assert(tf.logical_and(height > 0, width > 0),
+                        "empty image of {}x{} pixels", height, width)]
+    if max_pixels:
+        checks.append(lambda: _assert(
+            height * width <= max_pixels,
+            "image of {}x{} = {} pixels exceeds max_pixels=%d of this model (set at "
+            "export)" % max_pixels, height, width, height * width))
+    return _checked(images, *checks)
+
+
+def serving_input_error(error):
+    """What a serving signature's input check said in ``error`` (an
+    ``InvalidArgumentError`` from calling a signature), without the ``serving input:``
+    prefix; None when ``error`` comes from elsewhere."""
+    match = re.search(r"\[" + re.escape(INPUT_ERROR_PREFIX) + r"([^\]]*)\]",
+                      getattr(error, "message", str(error)))
+    return match[1] if match else None
+
+
+def _serving_module(model, max_pixels):
     """A tf.Module holding the model's variables and the two serving functions.
 
     Only variables are tracked (not the Keras model object): saving then does not
@@ -62,63 +124,94 @@ def _serving_module(model):
     module = tf.Module()
     module.model_variables = list(model.variables)
     module.serve = tf.function(
-        lambda images: _predictions(model, images),
+        lambda images: _predictions(model, _check_images(images, max_pixels)),
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+
+    def serve_encoded(encoded):
+        # An empty batch is refused before decoding (map_fn cannot stack no images of
+        # unknown size); ``serve`` checks the decoded sizes.
+        encoded = _checked(encoded, lambda: _assert(
+            tf.size(encoded) > 0, "empty batch: give at least one image"))
+        return module.serve(_decode_batch(encoded))
+
     # Calls the traced ``serve`` function: the model is traced once, not twice.
     module.serve_encoded = tf.function(
-        lambda encoded: module.serve(_decode_batch(encoded)),
-        input_signature=[tf.TensorSpec([None], tf.string, name="encoded")])
+        serve_encoded, input_signature=[tf.TensorSpec([None], tf.string, name="encoded")])
     return module
 
 
 METADATA_FILE = "nasseg_metadata.json"
 
 
-def export_saved_model(model, export_dir, overwrite=True, metadata=None):
+def _max_pixels(value):
+    """``value`` as a pixel limit: a positive int, or None for no limit."""
+    if value is None:
+        return None
+    try:
+        limit = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        limit = None
+    if limit is None or limit < 0:
+        raise ValueError(f"max_pixels must be a number of pixels (0: no limit), not "
+                         f"{value!r}")
+    return limit or None
+
+
+def export_saved_model(model, export_dir, overwrite=True, metadata=None,
+                       max_pixels=DEFAULT_MAX_PIXELS):
     """Exports ``model`` (raw pixels → logits) as a serving SavedModel.
 
     Args:
       model: a zoo ``keras.Model`` taking float pixels in [0, 255].
       export_dir: destination folder (created; replaced when ``overwrite``).
       overwrite: replace an existing export; otherwise raise ``FileExistsError``.
-      metadata: optional JSON-able dict (dataset name, class names, palette) written to
+      metadata: optional JSON-able dict (dataset name, class names, palette) for
         ``export_dir/nasseg_metadata.json`` so serving and ``nasseg-predict`` can
         draw the classes.
+      max_pixels: the largest H·W of one image the signatures accept (default
+        2048×2048); 0 or None for no limit. Recorded as ``max_pixels`` in the
+        metadata file (null: no limit), which is written even without ``metadata``.
 
     Returns:
       ``export_dir``.
+
+    Raises:
+      FileExistsError: ``export_dir`` exists and not ``overwrite``.
+      ValueError: a bad ``max_pixels``.
 
     The SavedModel is for serving: it is written without TF's native checkpoint
     saver ops (``experimental_skip_saver``), which halves export time; reload it with
     ``tf.saved_model.load``. To fine-tune, use the ``.keras`` file or a checkpoint.
     """
+    max_pixels = _max_pixels(max_pixels)
     export_dir = os.path.abspath(export_dir)
     if os.path.exists(export_dir) and not overwrite:
         raise FileExistsError(f"{export_dir} exists; pass overwrite=True to replace it")
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
+    clean_stale_temps(parent)
+    # Staging folders of exports before the fileio naming (``.export-`` + mkdtemp's 8
+    # characters) record no owner: removed after a day.
+    clean_stale_temps(parent, ".export-" + "[a-z0-9_]" * 8)
 
-    module = _serving_module(model)
+    module = _serving_module(model, max_pixels)
     signatures = {
         "serving_default": module.serve.get_concrete_function(),
         "serve_encoded": module.serve_encoded.get_concrete_function(),
     }
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=False,
                                          experimental_skip_saver=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    staging = temp_path(export_dir)
     try:
         with _quiet_absl():
-            tf.saved_model.save(module, os.path.join(staging, "model"),
-                                signatures=signatures, options=options)
-        if metadata is not None:
-            with open(os.path.join(staging, "model", METADATA_FILE), "w",
-                      encoding="utf-8") as f:
-                json.dump(metadata, f, indent=2)
+            tf.saved_model.save(module, staging, signatures=signatures, options=options)
+        with open(os.path.join(staging, METADATA_FILE), "w", encoding="utf-8") as f:
+            json.dump(dict(metadata or {}, max_pixels=max_pixels), f, indent=2)
         old = None
         if os.path.exists(export_dir):
-            old = export_dir + f".old-{os.getpid()}"
+            old = temp_path(export_dir)
             os.replace(export_dir, old)
-        os.replace(os.path.join(staging, "model"), export_dir)
+        os.replace(staging, export_dir)
         if old:
             shutil.rmtree(old, ignore_errors=True)
     finally:

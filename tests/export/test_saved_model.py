@@ -1,11 +1,20 @@
-"""SavedModel export: signatures, any input size, encoded images, equal outputs."""
+"""SavedModel export: signatures, any input size, encoded images, equal outputs, input
+limits, staging folders."""
 
+import os
+import subprocess
+import sys
+import time
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from nasseg_tf import zoo
-from nasseg_tf.export import export_saved_model, load_serving
+from nasseg_tf.export import (DEFAULT_MAX_PIXELS, export_saved_model, load_metadata,
+                              load_serving, serving_input_error)
+from nasseg_tf.fileio import temp_path
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +75,104 @@ def test_dpc_model_with_pyramid_pooling_serves_any_size(tmp_path):
         probs = tf.nn.softmax(model(images.astype("float32"), training=False)).numpy()
         out = serving(images=tf.constant(images))
         np.testing.assert_allclose(out["probabilities"].numpy(), probs, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------
+# Input limits. A 1x1 convolution stands in for a zoo model: the checks come before it.
+
+
+def _tiny_model():
+    return keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(2, 1)])
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("limited") / "model")
+    export_saved_model(_tiny_model(), path, metadata={"dataset": "demo"},
+                       max_pixels=32 * 48)
+    return load_serving(path).signatures, path
+
+
+def _refusal(call):
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        call()
+    return serving_input_error(raised.value)
+
+
+def _images(n, height, width):
+    return tf.zeros([n, height, width, 3], tf.uint8)
+
+
+def test_an_image_at_the_limit_is_served(limited):
+    signatures, _ = limited
+    out = signatures["serving_default"](images=_images(2, 32, 48))
+    assert tuple(out["semantic"].shape) == (2, 32, 48)
+    assert tuple(out["probabilities"].shape) == (2, 32, 48, 2)
+
+
+def test_an_image_over_the_limit_is_refused_with_its_size(limited):
+    signatures, _ = limited
+    message = _refusal(lambda: signatures["serving_default"](images=_images(1, 33, 48)))
+    assert message == ("image of 33x48 = 1584 pixels exceeds max_pixels=1536 of this "
+                       "model (set at export)")
+    encoded = tf.constant([tf.io.encode_png(_images(1, 40, 40)[0]).numpy()])
+    message = _refusal(lambda: signatures["serve_encoded"](encoded=encoded))
+    assert message.startswith("image of 40x40 = 1600 pixels exceeds max_pixels=1536")
+
+
+def test_an_empty_batch_is_refused_by_both_signatures(limited):
+    signatures, _ = limited
+    expected = "empty batch: give at least one image"
+    assert _refusal(lambda: signatures["serving_default"](images=_images(0, 8, 8))) \
+        == expected
+    assert _refusal(lambda: signatures["serve_encoded"](
+        encoded=tf.constant([], tf.string))) == expected
+
+
+@pytest.mark.parametrize("size", [(0, 0), (0, 5), (5, 0)])
+def test_an_empty_image_is_refused(limited, size):
+    signatures, _ = limited
+    message = _refusal(lambda: signatures["serving_default"](images=_images(1, *size)))
+    assert message == f"empty image of {size[0]}x{size[1]} pixels"
+
+
+def test_other_errors_are_not_taken_for_input_checks(limited):
+    signatures, _ = limited
+    assert _refusal(lambda: signatures["serve_encoded"](
+        encoded=tf.constant([b"not an image"]))) is None
+
+
+def test_metadata_records_the_limit_beside_the_callers_fields(limited):
+    _, path = limited
+    assert load_metadata(path) == {"dataset": "demo", "max_pixels": 32 * 48}
+
+
+def test_default_limit_is_recorded_and_zero_means_no_limit(tmp_path):
+    export_saved_model(_tiny_model(), str(tmp_path / "default"))
+    assert load_metadata(str(tmp_path / "default")) == {"max_pixels": DEFAULT_MAX_PIXELS}
+    path = str(tmp_path / "unlimited")
+    export_saved_model(_tiny_model(), path, max_pixels=0)
+    assert load_metadata(path) == {"max_pixels": None}
+    big = load_serving(path).signatures["serving_default"](images=_images(1, 8, 600))
+    assert tuple(big["semantic"].shape) == (1, 8, 600)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "4096", True])
+def test_a_bad_limit_is_refused_before_exporting(tmp_path, bad):
+    with pytest.raises(ValueError, match="max_pixels must be a number of pixels"):
+        export_saved_model(_tiny_model(), str(tmp_path / "model"), max_pixels=bad)
+    assert not os.listdir(tmp_path)
+
+
+def test_export_removes_staging_folders_of_killed_exports(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = temp_path(str(tmp_path / "model"), pid=dead.pid)
+    os.makedirs(os.path.join(stale, "variables"))
+    live = temp_path(str(tmp_path / "other"))  # this process's: an export under way
+    os.makedirs(live)
+    legacy = str(tmp_path / ".export-k2j4_x9a")  # before the naming: by age only
+    os.makedirs(legacy)
+    os.utime(legacy, (time.time() - 2 * 86400,) * 2)
+    export_saved_model(_tiny_model(), str(tmp_path / "model"))
+    assert sorted(os.listdir(tmp_path)) == sorted(["model", os.path.basename(live)])
