@@ -6,6 +6,15 @@ Usage:
     python tools/build_data.py --dataset=generic --root=/data/mine --num_classes=5 \
         --splits=train,val --output_dir=/data/mine/tfrecord
 
+Greyscale source images of more than 8 bits (16-bit PNGs) are reduced to 8 bits as
+``--high_bit_depth`` says (``scale``: value / 257; ``stretch``: each image's min..max
+to 0..255; ``refuse``: stop with an error naming the file); how many were reduced is
+printed once at the end.
+
+Bad input (a missing file, a label outside the classes, ...) stops the tool with
+``nasseg-build-data: error: <message naming the file>`` and exit code 2; nothing is
+installed in ``--output_dir`` then.
+
 Flags are defined by :func:`run` (not at import), so importing this module next to
 other command-line modules in one process cannot collide on flag names.
 """
@@ -15,13 +24,13 @@ from typing import Dict, List
 
 from absl import app
 from absl import flags
-from absl import logging
 
+from nasseg_tf.cli import common
 from nasseg_tf.data import build_data
 
 REQUIRED_FLAGS = ("dataset", "root", "output_dir")
 _FLAG_NAMES = REQUIRED_FLAGS + ("splits", "num_shards", "num_classes", "ignore_label",
-                                "verify")
+                                "verify", "high_bit_depth")
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -42,26 +51,40 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                          flag_values=flag_values)
     flags.DEFINE_bool("verify", True, "Re-read and check every record before installing.",
                       flag_values=flag_values)
+    flags.DEFINE_enum("high_bit_depth", "scale", build_data.HIGH_BIT_DEPTH_MODES,
+                      "Greyscale images of more than 8 bits (e.g. 16-bit PNG): 'scale' "
+                      "maps the full range linearly to 0..255 (16-bit value / 257), "
+                      "'stretch' maps each image's min..max to 0..255, 'refuse' stops "
+                      "with an error naming the file.", flag_values=flag_values)
     flags.mark_flags_as_required(REQUIRED_FLAGS, flag_values=flag_values)
 
 
-def convert(flag_values: flags.FlagValues) -> Dict[str, List[str]]:
-    """Runs the conversion described by parsed ``flag_values``; returns the shards."""
+def convert(flag_values: flags.FlagValues, report=print) -> Dict[str, List[str]]:
+    """Runs the conversion described by parsed ``flag_values``; returns the shards.
+
+    ``report`` gets one line per split and, when images were reduced from a high bit
+    depth, one summary line.
+    """
+    summary = build_data.ConversionSummary()
     shards = build_data.build_tfrecords(
         flag_values.dataset, flag_values.root, flag_values.output_dir,
         splits=flag_values.splits, num_shards=flag_values.num_shards,
         num_classes=flag_values.num_classes, ignore_label=flag_values.ignore_label,
-        verify=flag_values.verify)
+        verify=flag_values.verify, high_bit_depth=flag_values.high_bit_depth,
+        summary=summary)
     for split, paths in shards.items():
-        logging.info("%s: %d shards in %s", split, len(paths), flag_values.output_dir)
+        report(f"{split}: {len(paths)} shards in {flag_values.output_dir}")
+    if summary.describe():
+        report(summary.describe())
     return shards
 
 
-def main(argv):
-    """absl main: converts with the global flags."""
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    convert(flags.FLAGS)
+def _convert_with_global_flags(flag_values: flags.FlagValues) -> None:
+    convert(flag_values)
+
+
+main = common.make_main("nasseg-build-data", _convert_with_global_flags)
+"""absl main: converts with the global flags; bad input exits with status 2."""
 
 
 def run():

@@ -17,6 +17,12 @@ converters (:func:`list_converters`):
 - ``ade20k``: ``ADEChallengeData2016/images/{training,validation}/*.jpg`` with
   ``annotations/{training,validation}/*.png``; raw 0 ("other") -> 255, k -> k - 1.
 
+Images that are not 8-bit RGB JPEG/PNG are converted to RGB PNG. Greyscale images of
+more than 8 bits (PIL modes ``I;16``/``I;16B``/``I;16L``/``I;16N``, 32-bit integer
+``I``, float ``F``) are reduced to 8 bits as ``high_bit_depth`` says (``"scale"``,
+``"stretch"`` or ``"refuse"``; see :func:`reduce_bit_depth`) instead of being
+saturated by a plain RGB conversion; a :class:`ConversionSummary` counts them.
+
 Every file is checked before anything is written: a missing file, an image/label
 size mismatch or a label value outside the classes raises an error naming the
 file. Shards are written to a temporary folder inside ``output_dir`` and moved into
@@ -42,9 +48,52 @@ from nasseg_tf.data import tfrecord
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _KEPT_FORMATS = {"JPEG": "jpeg", "PNG": "png"}
 
+HIGH_BIT_DEPTH_MODES = ("scale", "stretch", "refuse")
+"""Ways to reduce a high-bit-depth greyscale image to 8 bits (:func:`reduce_bit_depth`)."""
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+HIGH_BIT_DEPTH_IMAGE_MODES = SIXTEEN_BIT_MODES + ("I", "F")
+"""PIL modes of greyscale images with more than 8 bits per pixel."""
+
+_METHOD_TEXT = {
+    "scale": "scaling the full range linearly (16-bit value / 257, float value x 255)",
+    "stretch": "stretching each image's min..max to 0..255",
+}
+
 
 class ConversionError(tfrecord.RecordError):
     """A source image or label cannot be converted; the message names the file."""
+
+
+@dataclasses.dataclass
+class ConversionSummary:
+    """What a conversion changed, reported once per run (e.g. by the CLI).
+
+    Attributes:
+        high_bit_depth: How high-bit-depth greyscale images were reduced to 8 bits.
+        num_images: Images read.
+        high_bit_depth_images: ``{PIL mode: count}`` of the images reduced to 8 bits.
+    """
+
+    high_bit_depth: str = "scale"
+    num_images: int = 0
+    high_bit_depth_images: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_reduced(self) -> int:
+        """Number of images reduced from a high bit depth to 8 bits."""
+        return sum(self.high_bit_depth_images.values())
+
+    def describe(self) -> str:
+        """One line for the user; empty when nothing was reduced."""
+        if not self.num_reduced:
+            return ""
+        modes = ", ".join(f"{mode}: {count}"
+                          for mode, count in sorted(self.high_bit_depth_images.items()))
+        return (f"{self.num_reduced} of {self.num_images} images were high-bit-depth "
+                f"greyscale ({modes}) and were converted to 8-bit RGB by "
+                f"{_METHOD_TEXT[self.high_bit_depth]} (high_bit_depth="
+                f"{self.high_bit_depth!r}).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,17 +274,83 @@ def _open(path: str) -> Image.Image:
     return image
 
 
-def read_image(path: str) -> Tuple[bytes, str, Tuple[int, int]]:
+def _check_high_bit_depth(high_bit_depth: str) -> None:
+    if high_bit_depth not in HIGH_BIT_DEPTH_MODES:
+        raise ValueError(f"high_bit_depth must be one of "
+                         f"{', '.join(HIGH_BIT_DEPTH_MODES)}, got {high_bit_depth!r}.")
+
+
+def reduce_bit_depth(image: Image.Image, path: str,
+                     high_bit_depth: str = "scale") -> np.ndarray:
+    """Reduces a high-bit-depth greyscale image to ``uint8 [H, W]``.
+
+    Args:
+        image: PIL image in one of :data:`HIGH_BIT_DEPTH_IMAGE_MODES`.
+        path: Its file, for error messages.
+        high_bit_depth: ``"scale"``: a fixed linear map of the full range — 16-bit
+            modes ``round(value / 257)`` (0..65535 to 0..255); 32-bit ``I`` the same
+            when its values lie in 0..65535; float ``F`` ``round(value * 255)`` when
+            its values lie in [0, 1]; other values are refused. ``"stretch"``: this
+            image's min..max to 0..255 (a constant image becomes 0). ``"refuse"``:
+            raise.
+
+    Raises:
+        ConversionError: Naming the file and its mode, for ``"refuse"`` or values
+            ``"scale"`` cannot map (or non-finite floats).
+    """
+    _check_high_bit_depth(high_bit_depth)
+    mode = image.mode
+    if high_bit_depth == "refuse":
+        raise ConversionError(f"Image {path} is high-bit-depth greyscale (mode {mode!r}); "
+                              f"use high_bit_depth 'scale' or 'stretch' to convert it "
+                              f"to 8 bits.")
+    values = np.asarray(image).astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ConversionError(f"Image {path} (mode {mode!r}) has NaN or infinite values.")
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if high_bit_depth == "stretch":
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else values * 0
+    elif mode == "F":
+        if low < 0 or high > 1:
+            raise ConversionError(f"Float image {path} has values in [{low:g}, {high:g}]; "
+                                  f"high_bit_depth 'scale' needs [0, 1] (use 'stretch').")
+        scaled = values * 255.0
+    else:
+        if low < 0 or high > 65535:
+            raise ConversionError(f"Image {path} (mode {mode!r}) has values in "
+                                  f"[{low:.0f}, {high:.0f}], beyond 16 bits; "
+                                  f"high_bit_depth 'scale' needs 0..65535 (use 'stretch').")
+        scaled = values / 257.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def read_image(path: str, high_bit_depth: str = "scale",
+               summary: Optional[ConversionSummary] = None
+               ) -> Tuple[bytes, str, Tuple[int, int]]:
     """Returns ``(encoded bytes, format, (height, width))`` of an RGB image.
 
-    RGB JPEG and PNG files are stored byte for byte; anything else is converted to
-    RGB and re-encoded as PNG.
+    RGB JPEG and PNG files are stored byte for byte; high-bit-depth greyscale images
+    are reduced to 8 bits by :func:`reduce_bit_depth`; anything else is converted to
+    RGB. Converted images are re-encoded as PNG.
+
+    Args:
+        path: Image file.
+        high_bit_depth: See :func:`reduce_bit_depth`.
+        summary: Counts the image (and how it was converted) when given.
     """
     image = _open(path)
     size = (image.height, image.width)
+    if summary is not None:
+        summary.num_images += 1
     if image.format in _KEPT_FORMATS and image.mode == "RGB":
         with open(path, "rb") as handle:
             return handle.read(), _KEPT_FORMATS[image.format], size
+    if image.mode in HIGH_BIT_DEPTH_IMAGE_MODES:
+        grey = reduce_bit_depth(image, path, high_bit_depth)
+        if summary is not None:
+            summary.high_bit_depth_images[image.mode] = (
+                summary.high_bit_depth_images.get(image.mode, 0) + 1)
+        return tfrecord.encode_png(np.repeat(grey[..., None], 3, axis=-1)), "png", size
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="PNG")
     return buffer.getvalue(), "png", size
@@ -258,15 +373,19 @@ def read_label(path: str) -> np.ndarray:
 
 
 def convert_example(source: SourceExample, num_classes: int, ignore_label: int = 255,
-                    label_lut: Optional[np.ndarray] = None):
+                    label_lut: Optional[np.ndarray] = None, *,
+                    high_bit_depth: str = "scale",
+                    summary: Optional[ConversionSummary] = None):
     """Reads, maps and checks one pair and returns its ``tf.train.Example``.
+
+    ``high_bit_depth`` and ``summary`` are passed to :func:`read_image`.
 
     Raises:
         FileNotFoundError: Naming a missing file.
         ConversionError: Naming the file on a size mismatch or an unreadable file.
         tfrecord.RecordError: Naming the label file on out-of-range label values.
     """
-    image_bytes, image_format, size = read_image(source.image_path)
+    image_bytes, image_format, size = read_image(source.image_path, high_bit_depth, summary)
     label = read_label(source.label_path)
     if label_lut is not None:
         label = label_lut[label]
@@ -296,17 +415,21 @@ def _num_classes(converter: Converter, num_classes: Optional[int]) -> int:
 
 def _write_split(sources: Sequence[SourceExample], tmp_dir: str, split: str,
                  num_shards: int, num_classes: int, ignore_label: int,
-                 label_lut: Optional[np.ndarray]) -> List[str]:
+                 label_lut: Optional[np.ndarray], high_bit_depth: str,
+                 summary: Optional[ConversionSummary]) -> List[str]:
     with tfrecord.ShardedRecordWriter(tmp_dir, split, num_shards) as writer:
         for source in sources:
-            writer.write(convert_example(source, num_classes, ignore_label, label_lut))
+            writer.write(convert_example(source, num_classes, ignore_label, label_lut,
+                                         high_bit_depth=high_bit_depth, summary=summary))
     return [os.path.basename(path) for path in writer.paths]
 
 
 def build_tfrecords(dataset: str, root: str, output_dir: str, *,
                     splits: Optional[Sequence[str]] = None, num_shards: int = 4,
                     num_classes: Optional[int] = None, ignore_label: int = 255,
-                    verify: bool = True) -> Dict[str, List[str]]:
+                    verify: bool = True, high_bit_depth: str = "scale",
+                    summary: Optional[ConversionSummary] = None
+                    ) -> Dict[str, List[str]]:
     """Converts a dataset layout into ``{split}-NNNNN-of-MMMMM.tfrecord`` shards.
 
     Args:
@@ -319,6 +442,11 @@ def build_tfrecords(dataset: str, root: str, output_dir: str, *,
         ignore_label: Label value kept as "ignore".
         verify: Re-read every written record with
             :func:`~nasseg_tf.data.tfrecord.validate_records` before installing.
+        high_bit_depth: How greyscale images of more than 8 bits become 8-bit:
+            ``"scale"`` (default), ``"stretch"`` or ``"refuse"`` (see
+            :func:`reduce_bit_depth`).
+        summary: Filled with what the conversion changed (e.g. how many images were
+            reduced from a high bit depth), to report once per run.
 
     Returns:
         ``{split: [shard paths]}``.
@@ -329,6 +457,9 @@ def build_tfrecords(dataset: str, root: str, output_dir: str, *,
     """
     converter = get_converter(dataset)
     num_classes = _num_classes(converter, num_classes)
+    _check_high_bit_depth(high_bit_depth)
+    if summary is not None:
+        summary.high_bit_depth = high_bit_depth
     splits = tuple(splits or converter.default_splits)
     sources = {split: _nonempty(converter.list_examples(root, split), root, split)
                for split in splits}
@@ -337,7 +468,8 @@ def build_tfrecords(dataset: str, root: str, output_dir: str, *,
     tmp_dir = tempfile.mkdtemp(prefix=".build_data-", dir=output_dir)
     try:
         files = {split: _write_split(sources[split], tmp_dir, split, num_shards,
-                                     num_classes, ignore_label, converter.label_lut)
+                                     num_classes, ignore_label, converter.label_lut,
+                                     high_bit_depth, summary)
                  for split in splits}
         if verify:
             tfrecord.validate_records(os.path.join(tmp_dir, "*" + tfrecord.TFRECORD_SUFFIX),

@@ -11,11 +11,19 @@ random left-right flip. Every random choice is a stateless op seeded with
 ``(seed, element index)``, so a given ``seed`` reproduces the stream exactly, even
 with parallel ``map``. Evaluation is deterministic and keeps full images.
 
-Bad data fails loudly: each record is checked in the graph (image/label sizes, label
-values; the message names the record's filename), and the files are checked for
-truncation before reading (the message names the file). A corrupted payload inside an
-intact file still surfaces as TensorFlow's ``DataLossError``, which does not name the
-file; ``tfrecord.check_tfrecord_files(pattern, verify_crc=True)`` finds it.
+Bad data fails before the first step, naming the file: by default
+(``check_files="records"``) :func:`build_dataset` reads every record of every file it
+will use before returning — framing, CRC, image and label decoding, sizes, label
+values — and raises :class:`~nasseg_tf.data.tfrecord.RecordError` naming the file,
+the record index and the record's filename. So a bad label in the last record, or a
+corrupted payload inside an intact file (which TensorFlow would report as a
+``DataLossError`` naming no file, mid-training), stops the run before anything is
+trained or written. Each shard's success is cached (see
+:func:`nasseg_tf.data.tfrecord.check_records`: keyed by path, size, modification
+time, ``num_classes`` and ``ignore_label``), so reruns over unchanged data skip the
+scan; a changed shard is scanned again. ``check_files="framing"`` only checks that no
+file is truncated (cheap, no cache). The per-record asserts in the graph (sizes,
+label values; the message names the record's filename) stay in every mode.
 """
 
 from __future__ import annotations
@@ -204,6 +212,21 @@ def _check_arguments(training: bool, crop_size, batch_size: Optional[int],
         raise ValueError(f"Training needs crop_size=(height, width), got {crop_size!r}.")
 
 
+CHECK_MODES = ("records", "framing", "none")
+
+
+def _check_mode(check_files: Union[str, bool, None]) -> str:
+    """Normalises ``check_files``: True is ``"records"``, False/None ``"none"``."""
+    if check_files is True:
+        return "records"
+    if check_files is False or check_files is None:
+        return "none"
+    if isinstance(check_files, str) and check_files in CHECK_MODES:
+        return check_files
+    raise ValueError(f"check_files must be one of {', '.join(CHECK_MODES)} (or True / "
+                     f"False), got {check_files!r}.")
+
+
 def build_dataset(file_pattern: Union[str, Sequence[str]], *, num_classes: int,
                   training: bool, ignore_label: int = 255,
                   batch_size: Optional[int] = None, crop_size: Optional[Size] = None,
@@ -212,10 +235,11 @@ def build_dataset(file_pattern: Union[str, Sequence[str]], *, num_classes: int,
                   base_scale: float = 1.0, eval_pad_size: Optional[Size] = None,
                   shuffle_buffer: int = 256, seed: Optional[int] = None,
                   repeat: Optional[bool] = None, drop_remainder: Optional[bool] = None,
-                  check_files: bool = True, cycle_length: int = 4,
+                  check_files: Union[str, bool] = "records", cycle_length: int = 4,
                   input_context: Optional[tf.distribute.InputContext] = None,
                   start_batch: int = 0,
-                  subset: Optional[Tuple[int, int]] = None) -> tf.data.Dataset:
+                  subset: Optional[Tuple[int, int]] = None,
+                  check_cache_dir: Optional[str] = None) -> tf.data.Dataset:
     """Builds the training or evaluation pipeline over DeepLab TFRecords.
 
     Args:
@@ -240,8 +264,13 @@ def build_dataset(file_pattern: Union[str, Sequence[str]], *, num_classes: int,
         seed: Seed of all randomness; None picks a fresh one (not reproducible).
         repeat: Repeat forever; defaults to ``training``.
         drop_remainder: Drop a final short batch; defaults to ``training``.
-        check_files: Check before reading that no file is truncated (cheap; errors
-            name the file, unlike TensorFlow's ``DataLossError``).
+        check_files: What to check before returning, in the files this pipeline
+            reads. ``"records"`` (default; also ``True``): every record's CRC, image
+            and label decoding, sizes and label values, with each shard's success
+            cached in ``check_cache_dir``. ``"framing"``: only that no file is
+            truncated (a seek per record). ``"none"`` (also ``False``): nothing.
+            Errors name the file (and record), unlike TensorFlow's
+            ``DataLossError``.
         cycle_length: Files read concurrently during training.
         input_context: From ``strategy.distribute_datasets_from_function``: this
             pipeline reads only its share of the data (whole files when there are
@@ -253,6 +282,11 @@ def build_dataset(file_pattern: Union[str, Sequence[str]], *, num_classes: int,
         subset: ``(count, index)``: use only every count-th record (in file order),
             starting at ``index`` — a split fixed across epochs, e.g. the halves
             trainA / trainB of the Auto-DeepLab search are ``(2, 0)`` and ``(2, 1)``.
+        check_cache_dir: Folder of the record-check cache (``check_files="records"``);
+            default :func:`~nasseg_tf.data.tfrecord.record_check_cache_dir`
+            (``$NASSEG_CACHE_DIR/record_checks`` or
+            ``~/.cache/nasseg_tf/record_checks``). Failing to write it never fails
+            the build; the shards are then checked again next time.
 
     Returns:
         A ``tf.data.Dataset`` of ``(image float32 [B, h, w, 3], label int32 [B, h, w])``.
@@ -260,17 +294,21 @@ def build_dataset(file_pattern: Union[str, Sequence[str]], *, num_classes: int,
     Raises:
         FileNotFoundError: If the pattern matches no file.
         ValueError: For inconsistent arguments.
-        tfrecord.RecordError: If ``check_files`` finds a truncated file.
+        tfrecord.RecordError: If ``check_files`` finds a bad file or record; the
+            message names the file (and the record index and filename).
     """
     _check_arguments(training, crop_size, batch_size, num_classes, ignore_label)
+    check_mode = _check_mode(check_files)
     batch_size = 1 if batch_size is None else batch_size
     repeat = training if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
     seed = int(np.random.randint(0, 2**31 - 2)) if seed is None else int(seed)
     files = tfrecord.resolve_files(file_pattern)
-    if check_files:
-        tfrecord.check_tfrecord_files(files)
     files, record_shard = _shard_for_pipeline(files, input_context)
+    if check_mode == "records":
+        tfrecord.check_records(files, num_classes, ignore_label, cache_dir=check_cache_dir)
+    elif check_mode == "framing":
+        tfrecord.check_tfrecord_files(files)
     if input_context is not None:
         seed += 7919 * input_context.input_pipeline_id
 

@@ -19,22 +19,36 @@ Shards are named ``{split}-{index:05d}-of-{num_shards:05d}.tfrecord`` and each i
 written to a temporary file first and renamed into place when complete.
 
 Errors name the offending file or record: :func:`validate_records` (pure Python, used
-by the converters) and :func:`check_tfrecord_files` (framing check that catches a
-truncated file) raise :class:`RecordError`; inside ``tf.data``,
-:func:`validate_example` adds ``tf.debugging.Assert`` ops whose messages carry the
-record's filename.
+by the converters), :func:`check_records` (the same checks, with each shard's success
+cached; run by the input pipeline before the first step) and
+:func:`check_tfrecord_files` (framing check that catches a truncated file) raise
+:class:`RecordError`; inside ``tf.data``, :func:`validate_example` adds
+``tf.debugging.Assert`` ops whose messages carry the record's filename.
+
+The record-check cache holds one small JSON file per checked shard in
+:func:`record_check_cache_dir` (``$NASSEG_CACHE_DIR/record_checks``, else
+``~/.cache/nasseg_tf/record_checks``). An entry is used only while the shard's
+absolute path, size, modification time and inode, ``num_classes``, ``ignore_label``
+and :data:`RECORD_CHECK_FORMAT` all match; only successful checks are stored, each
+written to a temporary file and renamed into place.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import glob
+import hashlib
 import io
+import json
 import os
 import struct
-from typing import Dict, Iterable, Iterator, List, Sequence, Union
+import tempfile
+import time
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from PIL import Image
 
 IMAGE_ENCODED = "image/encoded"
@@ -401,9 +415,12 @@ def _feature_int(example: tf.train.Example, key: str) -> int:
     return int(values[0]) if values else 0
 
 
-def _decode(data: bytes, what: str, where: str) -> np.ndarray:
+def _decode(data: bytes, what: str, where: str) -> Image.Image:
+    """Decodes every pixel (so corrupt image data is found) without copying them."""
     try:
-        return np.asarray(Image.open(io.BytesIO(data)))
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image
     except Exception as error:  # PIL raises several types for bad bytes.
         raise RecordError(f"{where}: cannot decode the {what}: {error}") from error
 
@@ -428,18 +445,33 @@ def check_example(example: tf.train.Example, num_classes: int, ignore_label: int
     name = _feature_bytes(example, IMAGE_FILENAME).decode("utf-8", "replace")
     where = f"{where} ({name!r})"
     image = _decode(_feature_bytes(example, IMAGE_ENCODED), "image", where)
-    label = _decode(_feature_bytes(example, LABEL_ENCODED), "label", where)
+    image_hw = (image.height, image.width)
+    label = np.asarray(_decode(_feature_bytes(example, LABEL_ENCODED), "label", where))
     if label.ndim != 2:
         raise RecordError(f"{where}: the label must have one channel, got shape "
                           f"{label.shape}.")
-    if image.shape[:2] != label.shape:
-        raise RecordError(f"{where}: image size {image.shape[:2]} differs from label "
+    if image_hw != label.shape:
+        raise RecordError(f"{where}: image size {image_hw} differs from label "
                           f"size {label.shape}.")
     recorded = (_feature_int(example, IMAGE_HEIGHT), _feature_int(example, IMAGE_WIDTH))
-    if recorded != (0, 0) and recorded != image.shape[:2]:
+    if recorded != (0, 0) and recorded != image_hw:
         raise RecordError(f"{where}: recorded height/width {recorded} differ from the "
-                          f"decoded size {image.shape[:2]}.")
+                          f"decoded size {image_hw}.")
     check_label_array(label, num_classes, ignore_label, where)
+
+
+def _check_file_records(path: str, num_classes: int, ignore_label: int) -> int:
+    """Checks the CRC and contents of every record of ``path``; returns the count."""
+    count = 0
+    for index, serialized in enumerate(iterate_records(path)):
+        where = f"{path} record {index}"
+        try:
+            example = tf.train.Example.FromString(serialized)
+        except Exception as error:  # protobuf DecodeError
+            raise RecordError(f"{where}: not a tf.train.Example: {error}") from error
+        check_example(example, num_classes, ignore_label, where)
+        count += 1
+    return count
 
 
 def validate_records(file_pattern: Union[str, Sequence[str]], num_classes: int,
@@ -459,11 +491,157 @@ def validate_records(file_pattern: Union[str, Sequence[str]], num_classes: int,
     """
     counts = check_tfrecord_files(file_pattern)
     for path in counts:
-        for index, serialized in enumerate(iterate_records(path)):
-            where = f"{path} record {index}"
+        _check_file_records(path, num_classes, ignore_label)
+    return counts
+
+
+# ---------------------------------------------------------------------------------------
+# Cached full check (the input pipeline's pre-scan)
+# ---------------------------------------------------------------------------------------
+RECORD_CHECK_FORMAT = 1
+"""Version of the record checks; changing it invalidates every cached verdict."""
+
+CACHE_DIR_ENV = "NASSEG_CACHE_DIR"
+
+
+def record_check_cache_dir() -> str:
+    """Default folder of the record-check cache.
+
+    ``$NASSEG_CACHE_DIR/record_checks`` when that variable is set and not empty, else
+    ``~/.cache/nasseg_tf/record_checks``.
+    """
+    root = os.environ.get(CACHE_DIR_ENV) or os.path.join(
+        os.path.expanduser("~"), ".cache", "nasseg_tf")
+    return os.path.join(root, "record_checks")
+
+
+def _shard_key(path: str, num_classes: int, ignore_label: int) -> Dict[str, object]:
+    """What a cached verdict is valid for: the shard as it is now, and the check."""
+    stat = os.stat(path)  # the inode too: a shard replaced by a rename is a new file
+    return {"format": RECORD_CHECK_FORMAT, "path": path, "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino,
+            "num_classes": int(num_classes), "ignore_label": int(ignore_label)}
+
+
+def _cache_entry_path(cache_dir: str, path: str, num_classes: int,
+                      ignore_label: int) -> str:
+    name = json.dumps([path, int(num_classes), int(ignore_label)])
+    return os.path.join(cache_dir, hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+                        + ".json")
+
+
+def _cached_count(entry_path: str, key: Dict[str, object]) -> Optional[int]:
+    """The cached record count if ``entry_path`` holds a success for ``key``."""
+    try:
+        with open(entry_path, encoding="utf-8") as handle:
+            entry = json.load(handle)
+    except (OSError, ValueError):  # missing, unreadable or garbled: check again
+        return None
+    if not isinstance(entry, dict) or any(entry.get(k) != v for k, v in key.items()):
+        return None
+    records = entry.get("records")
+    return records if isinstance(records, int) and records >= 0 else None
+
+
+def _store_count(entry_path: str, key: Dict[str, object], records: int) -> Optional[str]:
+    """Writes a success atomically; returns why it could not, or None."""
+    tmp = None
+    try:
+        os.makedirs(os.path.dirname(entry_path), exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp",
+                                       dir=os.path.dirname(entry_path))
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(dict(key, records=records), out)
+        os.replace(tmp, entry_path)
+        return None
+    except OSError as error:
+        if tmp is not None and os.path.exists(tmp):
             try:
-                example = tf.train.Example.FromString(serialized)
-            except Exception as error:  # protobuf DecodeError
-                raise RecordError(f"{where}: not a tf.train.Example: {error}") from error
-            check_example(example, num_classes, ignore_label, where)
+                os.remove(tmp)
+            except OSError:
+                pass
+        return str(error)
+
+
+def _check_shard(path: str, num_classes: int, ignore_label: int,
+                 cache_dir: str) -> Tuple[int, bool, Optional[str]]:
+    """``(records, was cached, cache write failure)`` for one shard."""
+    absolute = os.path.abspath(path)
+    key = _shard_key(absolute, num_classes, ignore_label)
+    entry_path = _cache_entry_path(cache_dir, absolute, num_classes, ignore_label)
+    cached = _cached_count(entry_path, key)
+    if cached is not None:
+        return cached, True, None
+    _count_framed_records(path)
+    records = _check_file_records(path, num_classes, ignore_label)
+    if _shard_key(absolute, num_classes, ignore_label) != key:
+        return records, False, None  # changed while being read: do not vouch for it
+    return records, False, _store_count(entry_path, key, records)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_records(paths: Union[str, Sequence[str]], num_classes: int,
+                  ignore_label: int = 255, *, cache_dir: Optional[str] = None,
+                  workers: Optional[int] = None) -> Dict[str, int]:
+    """Checks every record of every file like :func:`validate_records`, with a cache.
+
+    A shard whose success is cached for its current size and modification time (and
+    the same ``num_classes`` / ``ignore_label``) is not read again; any other shard is
+    walked (framing), read (CRCs) and each record decoded and checked, and its
+    success cached. Failing to write the cache (e.g. a read-only home) only means the
+    shard is checked again next time; it logs one warning.
+
+    Args:
+        paths: A glob pattern, or a list of patterns/paths.
+        num_classes: Labels must be ``< num_classes`` or equal ``ignore_label``.
+        ignore_label: The ignore value.
+        cache_dir: Folder of the cache; default :func:`record_check_cache_dir`.
+        workers: Shards checked in parallel (threads; image decoding releases the
+            GIL); default one per usable CPU core.
+
+    Returns:
+        ``{path: number_of_records}``.
+
+    Raises:
+        RecordError: Naming the first bad file (in sorted order), the record index and
+            the record's filename.
+        FileNotFoundError: If nothing matches.
+    """
+    files = resolve_files(paths)
+    cache_dir = record_check_cache_dir() if cache_dir is None else cache_dir
+    start = time.monotonic()
+    workers = max(1, min(len(files), workers or _usable_cpus()))
+
+    def check(path):
+        return _check_shard(path, num_classes, ignore_label, cache_dir)
+
+    if workers == 1:
+        outcomes = [check(path) for path in files]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(check, path) for path in files]
+            try:
+                outcomes = [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    counts = {path: records for path, (records, _, _) in zip(files, outcomes)}
+    checked = [path for path, (_, cached, _) in zip(files, outcomes) if not cached]
+    if checked:
+        logging.info("Checked %d records in %d TFRecord files in %.1f s (%d files "
+                     "unchanged since their last check).",
+                     sum(counts[path] for path in checked), len(checked),
+                     time.monotonic() - start, len(files) - len(checked))
+    failures = [failure for _, _, failure in outcomes if failure]
+    if failures:
+        logging.warning("Cannot cache record checks in %s (%s); the %d shard(s) will "
+                        "be checked again next time.", cache_dir, failures[0],
+                        len(failures))
     return counts

@@ -1,6 +1,7 @@
 """Tests for nasseg_tf.data.build_data and its CLI, on tiny files in the real layouts."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
+from PIL import Image
 
 from nasseg_tf.cli import build_data as build_data_cli
 from nasseg_tf.data import build_data
@@ -216,3 +218,137 @@ def test_tools_script_runs_as_a_program(generic_root, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(os.listdir(out)) == ["train-00000-of-00001.tfrecord",
                                        "val-00000-of-00001.tfrecord"]
+
+
+def _write_16_bit(path, array):
+    """Saves ``array`` (uint16) as a 16-bit greyscale PNG (PIL mode ``I;16``)."""
+    array = np.asarray(array, np.uint16)
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    image = Image.frombytes("I;16", array.shape[::-1], array.astype("<u2").tobytes())
+    image.save(str(path))
+    return str(path)
+
+
+DEEP = np.array([[0, 257, 1000, 32768], [40000, 50000, 65000, 65535]], np.uint16)
+
+
+@pytest.fixture
+def deep_root(tmp_path, write_rgb, write_label):
+    """Generic layout, split ``train``: ``deep.png`` is 16-bit greyscale, ``flat.png`` RGB."""
+    root = tmp_path / "deep"
+    _write_16_bit(root / "train" / "images" / "deep.png", DEEP)
+    write_rgb(root / "train" / "images" / "flat.png", np.full((2, 4, 3), 9))
+    for name in ("deep", "flat"):
+        write_label(root / "train" / "labels" / f"{name}.png", np.zeros((2, 4)))
+    assert Image.open(root / "train" / "images" / "deep.png").mode == "I;16"
+    return str(root)
+
+
+def _convert_deep(root, out, high_bit_depth):
+    summary = build_data.ConversionSummary()
+    shards = build_data.build_tfrecords("generic", root, out, num_classes=2, num_shards=1,
+                                        splits=["train"], high_bit_depth=high_bit_depth,
+                                        summary=summary)
+    return _records(shards["train"])["deep"][0], summary
+
+
+def test_16_bit_greyscale_image_is_scaled_to_8_bits_not_saturated(deep_root, tmp_path):
+    image, summary = _convert_deep(deep_root, str(tmp_path / "out"), "scale")
+    expected = np.rint(DEEP / 257.0).astype(np.uint8)  # 0, 1, 4, 128, 156, 195, 253, 255
+    for channel in range(3):
+        np.testing.assert_array_equal(image[..., channel], expected)
+    assert summary.high_bit_depth_images == {"I;16": 1} and summary.num_images == 2
+    assert summary.describe() == (
+        "1 of 2 images were high-bit-depth greyscale (I;16: 1) and were converted to "
+        "8-bit RGB by scaling the full range linearly (16-bit value / 257, float value "
+        "x 255) (high_bit_depth='scale').")
+
+
+def test_stretch_maps_each_images_min_and_max_to_0_and_255(deep_root, tmp_path,
+                                                          write_label):
+    narrow = np.array([[1000, 1500, 2000, 3000]], np.uint16)
+    _write_16_bit(os.path.join(deep_root, "train", "images", "deep.png"), narrow)
+    write_label(os.path.join(deep_root, "train", "labels", "deep.png"), np.zeros((1, 4)))
+    image, summary = _convert_deep(deep_root, str(tmp_path / "out"), "stretch")
+    np.testing.assert_array_equal(image[0, :, 0], [0, 64, 128, 255])
+    assert "by stretching each image's min..max to 0..255" in summary.describe()
+
+
+def test_refuse_stops_the_conversion_naming_the_file_and_its_mode(deep_root, tmp_path):
+    with pytest.raises(build_data.ConversionError,
+                       match=r"Image .*train/images/deep\.png is high-bit-depth greyscale "
+                             r"\(mode 'I;16'\)"):
+        _convert_deep(deep_root, str(tmp_path / "out"), "refuse")
+    assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("array, mode, high_bit_depth, expected", [
+    ([[0, 257, 65535]], "I", "scale", [0, 1, 255]),  # 32-bit that fits 16 bits
+    ([[-5, 0, 70000]], "I", "stretch", [0, 0, 255]),
+    ([[0.0, 0.5, 1.0]], "F", "scale", [0, 128, 255]),  # floats in [0, 1]
+    ([[-2.0, 0.0, 2.0]], "F", "stretch", [0, 128, 255]),
+    ([[7, 7, 7]], "I;16", "stretch", [0, 0, 0]),  # constant image
+])
+def test_32_bit_and_float_greyscale_are_reduced_by_their_range(array, mode,
+                                                                high_bit_depth, expected):
+    dtype = np.float32 if mode == "F" else (np.uint16 if mode == "I;16" else np.int32)
+    image = Image.fromarray(np.asarray(array, dtype))
+    assert image.mode == mode
+    reduced = build_data.reduce_bit_depth(image, "x.tif", high_bit_depth)
+    assert reduced.dtype == np.uint8
+    np.testing.assert_array_equal(reduced[0], expected)
+
+
+@pytest.mark.parametrize("array, dtype, message", [
+    ([[0, 70000]], np.int32, r"x\.tif \(mode 'I'\) has values in \[0, 70000\], beyond 16"),
+    ([[0.0, 3.0]], np.float32, r"Float image x\.tif has values in \[0, 3\]"),
+    ([[0.0, np.nan]], np.float32, r"x\.tif \(mode 'F'\) has NaN"),
+])
+def test_scale_refuses_values_it_cannot_map_naming_the_file(array, dtype, message):
+    image = Image.fromarray(np.asarray(array, dtype))
+    with pytest.raises(build_data.ConversionError, match=message):
+        build_data.reduce_bit_depth(image, "x.tif", "scale")
+
+
+def test_unknown_high_bit_depth_is_rejected(deep_root, tmp_path):
+    with pytest.raises(ValueError, match="high_bit_depth must be one of scale, stretch, "
+                                         "refuse, got 'clip'"):
+        _convert_deep(deep_root, str(tmp_path / "out"), "clip")
+
+
+def _console_script(name):
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    if not os.path.exists(path):
+        pytest.skip(f"console script {name} is not installed beside {sys.executable}")
+    return path
+
+
+def test_console_script_prints_the_high_bit_depth_summary_once(deep_root, tmp_path):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = subprocess.run(
+        [_console_script("nasseg-build-data"), "--dataset=generic", f"--root={deep_root}",
+         "--output_dir=out", "--num_classes=2", "--num_shards=1", "--splits=train",
+         "--high_bit_depth=stretch"],
+        cwd=str(cwd), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("high-bit-depth") == 1
+    assert ("1 of 2 images were high-bit-depth greyscale (I;16: 1) and were converted "
+            "to 8-bit RGB by stretching each image's min..max to 0..255") in result.stdout
+    assert "train: 1 shards in out" in result.stdout
+    assert os.listdir(cwd / "out") == ["train-00000-of-00001.tfrecord"]
+
+
+def test_console_script_reports_a_refused_image_in_one_line_with_status_2(deep_root,
+                                                                          tmp_path):
+    result = subprocess.run(
+        [_console_script("nasseg-build-data"), "--dataset=generic", f"--root={deep_root}",
+         f"--output_dir={tmp_path / 'out'}", "--num_classes=2", "--splits=train",
+         "--high_bit_depth=refuse"],
+        cwd=str(tmp_path), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert re.search(r"^nasseg-build-data: error: Image .*deep\.png is high-bit-depth "
+                     r"greyscale \(mode 'I;16'\)", result.stderr, re.M)

@@ -1,5 +1,7 @@
 """Tests for nasseg_tf.data.pipeline."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -159,7 +161,114 @@ def test_pipeline_error_names_record_with_label_out_of_range(make_records, rando
     label[5, 5] = NUM_CLASSES
     path = make_records([(image, label, "pipeline_bad")])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"pipeline_bad.*\[4\]"):
-        _take(_train(path, batch_size=1), 1)
+        _take(_train(path, batch_size=1, check_files="framing"), 1)
+
+
+def _two_shards(make_records, random_pair, last_label_value=None):
+    """Shards ``a`` (2 records) and ``b`` (3 records); optionally a bad last label."""
+    pairs = [(*random_pair(i, 12, 14, NUM_CLASSES), f"rec{i}") for i in range(5)]
+    if last_label_value is not None:
+        pairs[-1][1][11, 13] = last_label_value
+    first = make_records(pairs[:2], "shard-a.tfrecord")
+    second = make_records(pairs[2:], "shard-b.tfrecord")
+    return [first, second]
+
+
+def test_bad_label_in_last_record_of_last_shard_fails_build_dataset(make_records,
+                                                                    random_pair):
+    paths = _two_shards(make_records, random_pair, last_label_value=NUM_CLASSES + 3)
+    pattern = paths[0].replace("shard-a", "shard-*")
+    for training in (True, False):
+        with pytest.raises(tfrecord.RecordError,
+                           match=r"shard-b\.tfrecord record 2 \('rec4'\).*\[7\]"):
+            _train(pattern, training=training)
+
+
+def test_bit_flipped_payload_fails_build_dataset_naming_the_file(make_records,
+                                                                random_pair):
+    paths = _two_shards(make_records, random_pair)
+    data = bytearray(open(paths[1], "rb").read())
+    data[40] ^= 0x10  # inside record 0's payload: framing intact, checksum wrong
+    open(paths[1], "wb").write(bytes(data))
+    _train(paths, check_files="framing")  # the framing check cannot see it
+    with pytest.raises(tfrecord.RecordError,
+                       match=r"shard-b\.tfrecord is truncated or corrupt at record 0"):
+        _train(paths)
+
+
+@pytest.fixture
+def count_checks(monkeypatch):
+    """Counts the records :func:`tfrecord.check_example` decodes, by filename."""
+    checked = []
+    original = tfrecord.check_example
+
+    def counting(example, *args, **kwargs):
+        checked.append(example.features.feature[tfrecord.IMAGE_FILENAME]
+                       .bytes_list.value[0].decode())
+        return original(example, *args, **kwargs)
+
+    monkeypatch.setattr(tfrecord, "check_example", counting)
+    return checked
+
+
+def test_record_checks_are_cached_until_a_shard_changes(make_records, random_pair,
+                                                        count_checks, tmp_path):
+    paths = _two_shards(make_records, random_pair)
+    cache = str(tmp_path / "cache")
+    _train(paths, check_cache_dir=cache)
+    assert sorted(count_checks) == [f"rec{i}" for i in range(5)]
+    assert len(os.listdir(cache)) == 2  # one small file per shard
+    count_checks.clear()
+    _train(paths, check_cache_dir=cache)
+    _train(paths, check_cache_dir=cache, training=False)
+    assert count_checks == []
+    stat = os.stat(paths[0])  # same bytes, newer mtime: checked again
+    os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    _train(paths, check_cache_dir=cache)
+    assert sorted(count_checks) == ["rec0", "rec1"]
+    count_checks.clear()
+    make_records([(*random_pair(9, 12, 14, NUM_CLASSES), "new")], "shard-b.tfrecord")
+    _train(paths, check_cache_dir=cache)
+    assert count_checks == ["new"]
+    count_checks.clear()
+    _train(paths, check_cache_dir=cache, num_classes=NUM_CLASSES + 1)  # other check
+    assert sorted(count_checks) == ["new", "rec0", "rec1"]
+
+
+def test_failed_checks_are_not_cached(make_records, random_pair, count_checks, tmp_path):
+    paths = _two_shards(make_records, random_pair, last_label_value=200)
+    cache = str(tmp_path / "cache")
+    for _ in range(2):
+        with pytest.raises(tfrecord.RecordError, match="rec4"):
+            _train(paths, check_cache_dir=cache)
+    assert count_checks.count("rec4") == 2
+
+
+def test_unwritable_cache_dir_does_not_fail_build_dataset(make_records, random_pair,
+                                                          count_checks, tmp_path):
+    paths = _two_shards(make_records, random_pair)
+    (tmp_path / "a_file").write_text("not a folder")
+    cache = str(tmp_path / "a_file" / "cache")  # unwritable, even for root
+    for _ in range(2):
+        image, _ = _take(_train(paths, check_cache_dir=cache), 1)[0]
+        assert image.shape == (2, 12, 14, 3)
+    assert len(count_checks) == 10  # nothing cached: both builds checked everything
+
+
+def test_default_record_check_cache_is_under_nasseg_cache_dir(make_records, random_pair,
+                                                              tmp_path, monkeypatch):
+    monkeypatch.setenv("NASSEG_CACHE_DIR", str(tmp_path / "nasseg"))
+    _train(_two_shards(make_records, random_pair))
+    assert len(os.listdir(tmp_path / "nasseg" / "record_checks")) == 2
+
+
+def test_check_files_accepts_booleans_and_rejects_unknown_modes(records, count_checks):
+    _train(records[0], check_files=False)
+    assert count_checks == []
+    _train(records[0], check_files=True)
+    assert len(count_checks) == 6
+    with pytest.raises(ValueError, match="check_files must be one of records, framing"):
+        _train(records[0], check_files="crc")
 
 
 def test_pipeline_error_names_truncated_file(records):

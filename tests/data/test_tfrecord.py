@@ -1,6 +1,7 @@
 """Tests for nasseg_tf.data.tfrecord."""
 
 import io
+import json
 import os
 
 import numpy as np
@@ -150,3 +151,42 @@ def test_tf_data_validation_passes_ignore_label(make_records, random_pair):
     assert 255 in label
     (out,) = _run_validation(make_records([(image, label, "ok")]), num_classes=4)
     np.testing.assert_array_equal(out.numpy()[..., 0], label)
+
+
+def test_check_records_counts_records_and_names_the_first_bad_file(make_records,
+                                                                   random_pair, tmp_path):
+    good = [make_records([(*random_pair(i, 8, 8, 3), f"g{i}")] * (i + 1), f"{i}.tfrecord")
+            for i in range(3)]
+    cache = str(tmp_path / "cache")
+    counts = tfrecord.check_records(good, num_classes=3, cache_dir=cache, workers=2)
+    assert counts == {good[0]: 1, good[1]: 2, good[2]: 3}
+    assert tfrecord.check_records(good, num_classes=3, cache_dir=cache) == counts
+    image, label = random_pair(5, 8, 8, 3)
+    label[0, 0] = 3
+    bad = [make_records([(image, label, f"bad{i}")], f"x{i}.tfrecord") for i in range(2)]
+    with pytest.raises(tfrecord.RecordError, match=r"x0\.tfrecord record 0 \('bad0'\)"):
+        tfrecord.check_records(good + bad, num_classes=3, cache_dir=cache, workers=2)
+
+
+def test_check_records_ignores_a_garbled_cache_entry(make_records, random_pair, tmp_path,
+                                                     monkeypatch):
+    path = make_records([(*random_pair(0, 8, 8, 3), "a")])
+    cache = tmp_path / "cache"
+    tfrecord.check_records(path, num_classes=3, cache_dir=str(cache))
+    (entry,) = cache.iterdir()
+    entry.write_text('{"records": 1, "format"')  # e.g. a full disk
+    calls = []
+    monkeypatch.setattr(tfrecord, "check_example",
+                        lambda *args, **kwargs: calls.append(args))
+    assert tfrecord.check_records(path, num_classes=3, cache_dir=str(cache)) == {path: 1}
+    assert len(calls) == 1
+    assert json.loads(entry.read_text())["records"] == 1  # rewritten whole
+
+
+def test_record_check_cache_dir_follows_nasseg_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("NASSEG_CACHE_DIR", str(tmp_path))
+    assert tfrecord.record_check_cache_dir() == str(tmp_path / "record_checks")
+    monkeypatch.delenv("NASSEG_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert tfrecord.record_check_cache_dir() == str(
+        tmp_path / "home" / ".cache" / "nasseg_tf" / "record_checks")
