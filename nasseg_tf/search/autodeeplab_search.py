@@ -35,10 +35,9 @@ import tensorflow as tf
 from nasseg_tf.layers.common import synchronized_batch_norm
 from nasseg_tf.search import decode, plots
 from nasseg_tf.search.supernet import AutoDeepLabSupernet
-from nasseg_tf.train import strategies
 from nasseg_tf.train.checkpointing import checkpoint_items
-from nasseg_tf.train.experiment import (DataConfig, train_input_fn, write_operative_config,
-                                        write_run_files)
+from nasseg_tf.train.experiment import (DataConfig, make_run_strategy, train_input_fn,
+                                        write_operative_config, write_run_files)
 from nasseg_tf.train.loop import Task, TrainLoop
 from nasseg_tf.train.losses import masked_cross_entropy
 
@@ -81,6 +80,7 @@ class SearchConfig:
     arch_weight_decay: float = 1e-3
     strategy: str = "default"
     num_cpu_devices: int = 2
+    num_gpus: int = None
     sync_batch_norm: bool = False
     checkpoint_every: int = 100
     max_to_keep: int = 3
@@ -198,8 +198,8 @@ def search(model_dir, progress=True, argv=None):
         raise ValueError(f"Search.warmup_steps={cfg.warmup_steps} must be in "
                          f"[0, steps={cfg.steps}]")
     os.makedirs(model_dir, exist_ok=True)
+    strategy = make_run_strategy(cfg, model_dir)  # first: before the runtime starts
     keras.utils.set_random_seed(cfg.seed)
-    strategy = strategies.make_strategy(cfg.strategy, num_cpu_devices=cfg.num_cpu_devices)
     info, train_pattern, _ = data.resolve(model_dir)
     write_run_files(model_dir, argv)
     def supernet_fn():

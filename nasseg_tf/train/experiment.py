@@ -124,12 +124,14 @@ class TrainConfig:
     weight_decay: float = 4e-5
     strategy: str = "default"
     num_cpu_devices: int = 2
+    num_gpus: int = None  # mirrored: GPU replicas required (None: all visible GPUs)
     sync_batch_norm: bool = False  # cross-replica BN statistics (TensorFlow backend)
     mixed_precision: str = None  # None, 'mixed_float16' or 'mixed_bfloat16'
     checkpoint_every: int = 500
     summary_every: int = 50
     eval_every: int = 0
     max_to_keep: int = 3
+    max_weight_growth: float = 100.0  # divergence guard (see TrainLoop); 0 = off
     seed: int = 0
     deterministic: bool = False
 
@@ -153,10 +155,13 @@ _atomic_write = atomic_write_text
 
 
 def parse_gin(gin_files=(), gin_bindings=(), finalize=True):
-    """Parses gin files and bindings; errors name the bad binding or file.
+    """Parses gin files and bindings; errors name the bad file or binding.
 
     Every configurable of the package is registered first (the search modules register
-    theirs on import, and gin refuses new ones once a config is finalised).
+    theirs on import, and gin refuses new ones once a config is finalised). Each file
+    and each binding is parsed on its own, so that any parse failure (gin raises
+    ``ValueError``, ``KeyError``, ``SyntaxError``, ``tokenize.TokenError``, ...) becomes
+    one ``ValueError`` naming the file or binding it came from.
     """
     # pylint: disable=import-outside-toplevel,unused-import
     from nasseg_tf.search import autodeeplab_search  # noqa: F401  (Supernet, Search)
@@ -171,11 +176,18 @@ def parse_gin(gin_files=(), gin_bindings=(), finalize=True):
         for _ in range(3):
             gin.add_config_file_search_path(folder)
             folder = os.path.dirname(folder)
-    try:
-        gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
-                                            finalize_config=finalize)
-    except (ValueError, KeyError, SyntaxError, TypeError) as e:
-        raise ValueError(f"bad gin configuration: {e}") from None
+    sources = [(gin.parse_config_file, path, f"gin file {path}") for path in gin_files]
+    sources += [(gin.parse_config, binding, f"gin binding {binding!r}")
+                for binding in gin_bindings]
+    for parse, source, where in sources:
+        try:
+            parse(source)
+        except Exception as e:  # pylint: disable=broad-except  (any parse failure)
+            gin.clear_config()
+            raise ValueError(f"bad gin configuration in {where}: "
+                             f"{type(e).__name__}: {e}") from None
+    if finalize:
+        gin.finalize()
 
 
 def write_run_files(model_dir, argv=None):
@@ -192,6 +204,25 @@ def write_operative_config(model_dir):
 
 def write_json(path, obj):
     _atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def make_run_strategy(cfg, model_dir=None):
+    """The strategy of ``cfg`` (``strategy``, ``num_cpu_devices``, ``num_gpus``).
+
+    Built before anything else touches TensorFlow's runtime (see
+    :mod:`~nasseg_tf.train.strategies`); the replica count and devices it trains
+    with are written to ``model_dir/run_info.json`` and printed.
+    """
+    strategy = strategies.make_strategy(cfg.strategy, num_cpu_devices=cfg.num_cpu_devices,
+                                        num_gpus=getattr(cfg, "num_gpus", None))
+    described = strategies.describe(strategy)
+    if model_dir is not None and _is_chief(strategy):
+        write_json(os.path.join(model_dir, "run_info.json"),
+                   dict(described, tensorflow=tf.__version__, keras=keras.__version__))
+    devices = ", ".join(d.rsplit("/", 1)[-1] for d in described["devices"])
+    print(f"replicas: {described['replicas']} ({described['strategy']}"
+          f"{' on ' + devices if devices else ''})")
+    return strategy
 
 
 # --------------------------------------------------------------------------------------
@@ -237,6 +268,7 @@ def train(model_dir, progress=True, argv=None):
     """
     cfg, data, eval_cfg = TrainConfig(), DataConfig(), EvalConfig()
     os.makedirs(model_dir, exist_ok=True)
+    strategy = make_run_strategy(cfg, model_dir)  # first: before the runtime starts
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -244,13 +276,12 @@ def train(model_dir, progress=True, argv=None):
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy(cfg.mixed_precision)
     try:
-        return _train(model_dir, cfg, data, eval_cfg, progress, argv)
+        return _train(model_dir, strategy, cfg, data, eval_cfg, progress, argv)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(model_dir, cfg, data, eval_cfg, progress, argv):
-    strategy = strategies.make_strategy(cfg.strategy, num_cpu_devices=cfg.num_cpu_devices)
+def _train(model_dir, strategy, cfg, data, eval_cfg, progress, argv):
     chief = _is_chief(strategy)
     info, train_pattern, eval_pattern = data.resolve(model_dir)
     if chief:
@@ -283,7 +314,8 @@ def _train(model_dir, cfg, data, eval_cfg, progress, argv):
                      summary_every=cfg.summary_every,
                      eval_fn=eval_fn if (eval_pattern and chief) else None,
                      eval_every=cfg.eval_every, max_to_keep=cfg.max_to_keep,
-                     progress=progress, is_chief=chief)
+                     progress=progress, is_chief=chief,
+                     max_weight_growth=cfg.max_weight_growth)
     metrics = loop.run()
     if chief:
         write_operative_config(model_dir)

@@ -10,24 +10,81 @@ rest, the same way for every task:
   the restored step, so a killed run continues exactly where it was;
 * runs compiled steps, fetching the step's metrics to the host to check them: a
   non-finite loss stops the run with the last good checkpoint untouched;
-* saves checkpoints every ``checkpoint_every`` steps and at the end (TensorFlow writes
-  the data files first and then atomically replaces the ``checkpoint`` index, so a kill
-  mid-save leaves the previous checkpoint current);
+* saves checkpoints every ``checkpoint_every`` steps and at the end, each only after
+  checking the state it would write: every checkpointed float tensor (weights,
+  optimizer slots) must be finite — a loss is computed *before* its step's update, so
+  a finite loss does not prove the weights written after it finite — and the global
+  norm of the model's trainable weights must not have grown more than ``max_weight_growth``
+  times since the last verified state (the run's start or its last checkpoint): a
+  blown-up update (a learning rate far too high) leaves finite but ruined weights, and
+  a momentum slot scaled by the bad rate, from which no rerun can recover. A
+  checkpoint therefore never holds NaN/Inf, and the checkpoint an error names as the
+  last good one is one a rerun with a sane recipe can resume from. (TensorFlow writes the data files
+  first, into ``ckpt-N_temp/``, and then atomically replaces the ``checkpoint`` index,
+  so a kill mid-save leaves the previous checkpoint current; the next start removes
+  what such a kill left behind.)
 * writes TensorBoard scalars (the task's metrics, learning rate, steps/s) and shows a
   progress bar with the same figures;
 * calls an optional ``eval_fn(step)`` every ``eval_every`` steps and at the end.
 """
 
+import glob
 import math
 import os
+import re
+import shutil
 import time
 
 import keras
 import tensorflow as tf
 
+from nasseg_tf.fileio import clean_stale_temps
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the last good checkpoint."""
+
+class DivergedError(FloatingPointError):
+    """Training diverged; the message names the last good (verified) checkpoint."""
+
+
+class NonFiniteLossError(DivergedError):
+    """The loss or the weights became NaN or infinite."""
+
+
+def _float_variables(items):
+    """``[(name, variable)]`` of the float variables in checkpoint ``items``."""
+    out = []
+    for group, value in items.items():
+        entries = value.items() if isinstance(value, dict) else [("", value)]
+        for path, var in entries:
+            if isinstance(var, (tf.Variable, keras.Variable)) and tf.as_dtype(
+                    var.dtype).is_floating:
+                out.append((f"{group}/{path}".rstrip("/"), var))
+    return out
+
+
+def remove_interrupted_saves(directory):
+    """Removes what a kill during ``CheckpointManager.save`` leaves in ``directory``.
+
+    That is ``ckpt-N_temp/`` staging folders and the data/index files of checkpoints
+    newer than the one the ``checkpoint`` state file names (a save is complete only
+    once the state file names it). Returns the removed paths.
+    """
+    if not os.path.isdir(directory):
+        return []
+    latest = tf.train.latest_checkpoint(directory)
+    latest_step = int(latest.rsplit("-", 1)[1]) if latest else -1
+    removed = []
+    for path in glob.glob(os.path.join(directory, "ckpt-*")):
+        match = re.fullmatch(r"ckpt-(\d+)(_temp|\.index|\.data-\d+-of-\d+)",
+                             os.path.basename(path))
+        if not match:
+            continue
+        if match.group(2) == "_temp" or int(match.group(1)) > latest_step:
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+            removed.append(path)
+    return removed
 
 
 class Task:
@@ -95,11 +152,17 @@ class TrainLoop:
       progress: show a progress bar.
       is_chief: only the chief writes summaries and keeps checkpoints (other workers
         write to a scratch folder, as multi-worker checkpointing requires).
+      max_weight_growth: a checkpoint is refused (:class:`DivergedError`) when the
+        global norm of the task's trainable ``model`` weights (all trainable float
+        checkpoint variables if it has no ``model`` item; batch-norm statistics follow
+        the data and are not counted) exceeds this multiple of its value at the last
+        verified state; 0 disables the check. Healthy training changes the norm by
+        percents between checkpoints; a diverged step by orders of magnitude.
     """
 
     def __init__(self, task, strategy, model_dir, total_steps, checkpoint_every=500,
                  summary_every=50, eval_fn=None, eval_every=0, max_to_keep=3,
-                 progress=True, is_chief=True):
+                 progress=True, is_chief=True, max_weight_growth=100.0):
         self.task = task
         self.strategy = strategy
         self.model_dir = model_dir
@@ -111,6 +174,7 @@ class TrainLoop:
         self.max_to_keep = int(max_to_keep)
         self.progress = progress
         self.is_chief = is_chief
+        self.max_weight_growth = float(max_weight_growth)
         self.history = []
 
     # ------------------------------------------------------------------------------
@@ -124,9 +188,28 @@ class TrainLoop:
         with self.strategy.scope():
             self.task.build()
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        self.checkpoint = tf.train.Checkpoint(step=self.step, **self.task.checkpoint_items())
+        items = self.task.checkpoint_items()
+        self.checkpoint = tf.train.Checkpoint(step=self.step, **items)
+        remove_interrupted_saves(self._checkpoint_dir())
+        if self.is_chief:  # e.g. a model.keras temporary of a killed run
+            clean_stale_temps(self.model_dir)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._checkpoint_dir(), max_to_keep=self.max_to_keep)
+        self._checked = _float_variables(items)
+        checked_vars = [v for _, v in self._checked]
+        normed_vars = [v for _, v in _float_variables(
+            {"model": items["model"]} if "model" in items else items)
+                       if getattr(v, "trainable", True)]
+
+        @tf.function
+        def health():
+            finite = tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in checked_vars])
+            squares = [tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                       for v in normed_vars]
+            return finite, tf.sqrt(tf.add_n(squares) if squares else tf.constant(0.0))
+
+        self._health = health
+        self._reference_norm = float(health()[1]) if checked_vars else 0.0
         self.restored_from = self.manager.restore_or_initialize()
         start = int(self.step.numpy())
         if start > self.total_steps:
@@ -166,6 +249,29 @@ class TrainLoop:
             metrics.update({k: float(v) for k, v in compiled[part]().items()})
         self.step.assign_add(1)
         return metrics, first_call
+
+    def _save_checked(self, step, last_good):
+        """Saves a checkpoint if the state passes the checks (see the module), else raises."""
+        last = last_good or "none (no checkpoint was written yet)"
+        advice = ("fix the cause (learning rate, data) and rerun the same command to "
+                  "resume from it.")
+        if self._checked:
+            finite, norm = (x.numpy() for x in self._health())
+            bad = [name for (name, _), ok in zip(self._checked, finite) if not ok]
+            if bad:
+                raise NonFiniteLossError(
+                    f"non-finite values in {len(bad)} of {len(self._checked)} tensors "
+                    f"after step {step} (e.g. {', '.join(bad[:3])}); no checkpoint was "
+                    f"written for it. The last good checkpoint is {last}; {advice}")
+            growth = norm / self._reference_norm if self._reference_norm else 1.0
+            if self.max_weight_growth and growth > self.max_weight_growth:
+                raise DivergedError(
+                    f"training diverged: the weights' norm grew {growth:.3g}x (limit "
+                    f"max_weight_growth={self.max_weight_growth:g}) by step {step}; no "
+                    f"checkpoint was written for it. The last good checkpoint is {last}; "
+                    f"{advice}")
+            self._reference_norm = float(norm)
+        return self.manager.save(checkpoint_number=step)
 
     # ------------------------------------------------------------------------------
     def run(self):
@@ -215,7 +321,7 @@ class TrainLoop:
             self.history.append({"step": step, **metrics})
             is_last = step == self.total_steps
             if is_last or (self.checkpoint_every and step % self.checkpoint_every == 0):
-                last_good = self.manager.save(checkpoint_number=step)
+                last_good = self._save_checked(step, last_good)
             if self.eval_fn is not None and (is_last or (
                     self.eval_every and step % self.eval_every == 0)):
                 scores = self.eval_fn(step)

@@ -158,14 +158,14 @@ def test_check_records_counts_records_and_names_the_first_bad_file(make_records,
     good = [make_records([(*random_pair(i, 8, 8, 3), f"g{i}")] * (i + 1), f"{i}.tfrecord")
             for i in range(3)]
     cache = str(tmp_path / "cache")
-    counts = tfrecord.check_records(good, num_classes=3, cache_dir=cache, workers=2)
+    counts = tfrecord.check_records(good, num_classes=3, cache_dir=cache)
     assert counts == {good[0]: 1, good[1]: 2, good[2]: 3}
     assert tfrecord.check_records(good, num_classes=3, cache_dir=cache) == counts
     image, label = random_pair(5, 8, 8, 3)
     label[0, 0] = 3
     bad = [make_records([(image, label, f"bad{i}")], f"x{i}.tfrecord") for i in range(2)]
     with pytest.raises(tfrecord.RecordError, match=r"x0\.tfrecord record 0 \('bad0'\)"):
-        tfrecord.check_records(good + bad, num_classes=3, cache_dir=cache, workers=2)
+        tfrecord.check_records(good + bad, num_classes=3, cache_dir=cache)
 
 
 def test_check_records_ignores_a_garbled_cache_entry(make_records, random_pair, tmp_path,

@@ -109,23 +109,33 @@ def test_unknown_dataset_is_named(tmp_path):
         experiment.train(str(tmp_path), progress=False)
 
 
-def test_out_of_range_label_names_the_record_and_writes_no_checkpoint(tmp_path):
+def test_bad_label_late_in_the_data_fails_before_the_first_step(tmp_path):
+    """A bad label in the last record is found by the pre-scan, not at step ~20."""
     rng = np.random.default_rng(0)
     examples = []
-    for i in range(4):
+    for i in range(24):
         label = rng.integers(0, 8, (40, 40)).astype("uint8")
-        if i == 2:
+        if i == 23:
             label[5, 5] = 9  # demo has 8 classes
         examples.append(example_from_arrays(
             rng.integers(0, 256, (40, 40, 3)).astype("uint8"), label, f"frame_{i}.png"))
-    write_sharded(examples, str(tmp_path / "data"), "train", 1)
+    write_sharded(examples, str(tmp_path / "data"), "train", 2)
     pattern = str(tmp_path / "data" / "train-*")
     model_dir = tmp_path / "run"
-    experiment.parse_gin([TINY], [f"Data.train_pattern = '{pattern}'",
-                                  f"Data.eval_pattern = '{pattern}'",
-                                  "Training.batch_size = 4"])
-    with pytest.raises(tf.errors.InvalidArgumentError, match="frame_2.png"):
-        experiment.train(str(model_dir), progress=False)
+    run = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "nasseg-train"),
+         f"--gin_file={TINY}", f"--model_dir={model_dir}",
+         f"--gin_bindings=Data.train_pattern = '{pattern}'",
+         f"--gin_bindings=Data.eval_pattern = '{pattern}'",
+         "--gin_bindings=Training.steps = 40", "--gin_bindings=Training.batch_size = 1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    error = [l for l in run.stderr.splitlines() if l.startswith("nasseg-train: error:")]
+    assert len(error) == 1, run.stderr[-3000:]
+    assert "train-00001-of-00002.tfrecord record 11 ('frame_23.png')" in error[0]
+    assert "label values [9]" in error[0]
     ckpts = model_dir / "checkpoints"
     assert not ckpts.exists() or not list(ckpts.glob("ckpt-*"))
 

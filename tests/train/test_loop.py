@@ -121,10 +121,12 @@ def test_two_workers_end_with_identical_weights(tmp_path, data_dir):
 
 
 class _NaNAfter(Task):
-    """A one-variable task whose loss turns NaN at step ``bad_step``."""
+    """A one-variable task that turns NaN at step ``bad_step``: in its loss, or (with
+    ``in_weights``) only in the update after a finite loss, which a loss check misses."""
 
-    def __init__(self, bad_step):
+    def __init__(self, bad_step, in_weights=False):
         self.bad_step = bad_step
+        self.in_weights = in_weights
 
     def build(self):
         self.w = tf.Variable(1.0)
@@ -133,11 +135,15 @@ class _NaNAfter(Task):
         return {"w": self.w}
 
     def make_inputs(self, strategy, start_step):
-        return (tf.data.Dataset.from_tensors(1.0).repeat(),)
+        return (tf.data.Dataset.from_tensors(0.01).repeat(),)
 
     def train_step(self, step, batch, phase=None):
-        self.w.assign_add(batch)
         nan = tf.where(step + 1 >= self.bad_step, np.nan, 0.0)
+        if self.in_weights:
+            loss = tf.identity(self.w)
+            self.w.assign_add(batch + nan)
+            return {"loss": loss}
+        self.w.assign_add(batch)
         return {"loss": self.w + nan}
 
 
@@ -149,11 +155,83 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-4")
 
 
+def test_nonfinite_weights_are_never_checkpointed(tmp_path):
+    loop = TrainLoop(_NaNAfter(bad_step=3, in_weights=True), tf.distribute.get_strategy(),
+                     str(tmp_path), total_steps=10, checkpoint_every=1, progress=False)
+    with pytest.raises(NonFiniteLossError, match=r"1 of 1 tensors after step 3.*ckpt-2"):
+        loop.run()
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert latest.endswith("ckpt-2")
+    assert not glob.glob(str(tmp_path / "checkpoints" / "ckpt-3*"))
+    assert np.isfinite(tf.train.load_checkpoint(latest).get_tensor(
+        "w/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def test_interrupted_saves_are_removed_on_the_next_start(tmp_path):
+    loop = TrainLoop(_NaNAfter(bad_step=100), tf.distribute.get_strategy(), str(tmp_path),
+                     total_steps=2, checkpoint_every=1, progress=False)
+    loop.run()
+    folder = tmp_path / "checkpoints"
+    (folder / "ckpt-3_temp").mkdir()  # what a kill inside save() leaves
+    (folder / "ckpt-3_temp" / "part-00000-of-00001.index").write_bytes(b"x")
+    (folder / "ckpt-3.index").write_bytes(b"x")  # written, never named in `checkpoint`
+    TrainLoop(_NaNAfter(bad_step=100), tf.distribute.get_strategy(), str(tmp_path),
+              total_steps=4, checkpoint_every=1, progress=False).run()
+    assert not (folder / "ckpt-3_temp").exists()
+    assert tf.train.latest_checkpoint(str(folder)).endswith("ckpt-4")
+    np.testing.assert_equal(tf.train.load_checkpoint(str(folder / "ckpt-3")).get_tensor(
+        "step/.ATTRIBUTES/VARIABLE_VALUE"), 3)
+
+
+def _all_finite(prefix):
+    reader = tf.train.load_checkpoint(prefix)
+    tensors = [reader.get_tensor(n) for n in reader.get_variable_to_shape_map()]
+    floats = [t for t in tensors if getattr(t, "dtype", np.dtype(object)).kind == "f"]
+    assert len(floats) > 50
+    return all(np.all(np.isfinite(t)) for t in floats)
+
+
+def test_diverged_run_names_a_good_checkpoint_that_a_sane_rerun_resumes(tmp_path,
+                                                                        data_dir):
+    model_dir = str(tmp_path / "run")
+
+    def train(*bindings):
+        experiment.parse_gin([TINY], [f"Data.data_dir = '{data_dir}'",
+                                      "Training.eval_every = 0", *bindings])
+        return experiment.train(model_dir, progress=False)
+
+    train("Training.steps = 2")
+    with pytest.raises(ArithmeticError, match="last good checkpoint is") as failure:
+        train("Training.steps = 6", "Training.learning_rate = 1e12",
+              "Training.checkpoint_every = 1")
+    named = str(failure.value).split("last good checkpoint is ")[1].split(";")[0]
+    assert named.endswith("ckpt-2"), str(failure.value)
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")) == named
+    assert _all_finite(named)
+    assert train("Training.steps = 6")["metrics"]["step"] == 6
+
+
 def test_bad_gin_binding_is_a_clear_error():
     with pytest.raises(ValueError, match="stepz"):
         experiment.parse_gin([TINY], ["Training.stepz = 3"])
     with pytest.raises(FileNotFoundError, match="nope.gin"):
         experiment.parse_gin(["nope.gin"])
+    with pytest.raises(ValueError, match=r"gin binding 'Training.steps = \(3'"):
+        experiment.parse_gin([TINY], ["Training.steps = (3"])
+
+
+def test_gin_syntax_error_on_the_command_line_is_one_line(tmp_path):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("Training.steps = (3\n")
+    for args in ([f"--gin_file={TINY}", "--gin_bindings=Training.steps = (3"],
+                 [f"--gin_file={bad}"]):
+        run = subprocess.run([sys.executable, "-m", "nasseg_tf.cli.train",
+                              f"--model_dir={tmp_path / 'run'}", *args], env=_env(),
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert "Traceback" not in run.stderr
+        assert "nasseg-train: error: bad gin configuration in gin " in run.stderr
+    assert not (tmp_path / "run").exists()
 
 
 GIN_FILES = sorted(glob.glob(os.path.join(REPO, "gin", "**", "*.gin"), recursive=True))
