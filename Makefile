@@ -1,11 +1,15 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 # Each creates .venv when missing and installs the package (with its test extras) into it.
+#   make test       the CI tier: everything but the `slow` tests (under 12 minutes here)
+#   make test-fast  the inner loop: no end-to-end runs, no graph-heavy supernets (~2 min)
+#   make test-all   every test, the `slow` tier included
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast test-all install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +25,13 @@ demo: $(STAMP)
 	$(VENV)/bin/nasseg-demo --output_dir=demo_output
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PYTEST) -m "not slow" tests
+
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow and not e2e" tests
+
+test-all: $(STAMP)
+	$(PYTEST) tests
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info

@@ -31,13 +31,13 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["nasseg_tf", "nasseg_tf.*"]),
-    package_data={"nasseg_tf": ["models/genotypes/*.json", "models/dpc_cells/*.json"]},
+    package_data={"nasseg_tf": ["search_space/published/*/*.json"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
-            "nasseg-zoo=nasseg_tf.cli.zoo:run",
+            "nasseg-zoo=nasseg_tf.cli.zoo_tool:run",
             "nasseg-export=nasseg_tf.cli.export:run",
             "nasseg-demo=nasseg_tf.cli.demo:run",
             "nasseg-build-data=nasseg_tf.cli.build_data:run",

@@ -23,6 +23,8 @@ import math
 
 import keras
 
+from nasseg_tf.internals import flatten_layers
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +89,7 @@ _COUNTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
 
 def _leaf_layers(layer, prefix=""):
     """(path, layer) for every counted leaf under ``layer`` (depth-first)."""
-    for child in layer._flatten_layers(include_self=False, recursive=False):
+    for child in flatten_layers(layer, recursive=False):
         path = f"{prefix}{child.name}"
         if isinstance(child, _COUNTED):
             yield path, child

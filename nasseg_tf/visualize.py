@@ -1,9 +1,23 @@
-"""Pictures people would rather look at than read: colorized label maps and overlays."""
+"""Pictures people would rather look at than read: colorized label maps, overlays, and
+the atomic PNG writer every picture of the package goes through."""
 
+import io
 import os
 
 import numpy as np
 from PIL import Image
+
+from nasseg_tf import fileio
+
+
+#: Box styles of graph pictures (cells as DAGs): inputs, inner nodes, the output.
+NODE_STYLES = {
+    "input": dict(boxstyle="round,pad=0.45", facecolor="#d6eaf8", edgecolor="#2e86c1"),
+    "block": dict(boxstyle="round,pad=0.45", facecolor="#fdf2d0", edgecolor="#b7950b"),
+    "output": dict(boxstyle="round,pad=0.45", facecolor="#d5f5e3", edgecolor="#1e8449"),
+}
+#: Inches per data unit of graph pictures drawn at equal aspect.
+INCHES_PER_UNIT = 0.5
 
 
 def overlay(image, colored_label, alpha=0.5):
@@ -16,11 +30,25 @@ def overlay(image, colored_label, alpha=0.5):
 
 
 def save_png(array, path):
-    """Writes a uint8 array as PNG atomically (temp file + rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    Image.fromarray(np.asarray(array, np.uint8)).save(tmp)
-    os.replace(tmp, path)
+    """Writes a uint8 array as PNG atomically (:func:`~nasseg_tf.fileio.atomic_write_bytes`)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, np.uint8)).save(buffer, format="PNG")
+    fileio.atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def save_figure(figure, path, dpi=150):
+    """Renders a matplotlib ``Figure`` (Agg canvas, no pyplot state) to a PNG at
+    ``path``, atomically; returns ``path``."""
+    if not path:
+        raise ValueError("path: required (where to write the PNG)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    path = os.fspath(path)
+    fileio.atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

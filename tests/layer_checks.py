@@ -7,10 +7,17 @@
 """
 
 import json
+import os
 
 import keras
 import numpy as np
 import tensorflow as tf
+from PIL import Image
+
+from nasseg_tf.fileio import TEMP_MARKER
+
+#: The repository root (gin/, tools/, README.md).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _as_list(shapes):
@@ -136,3 +143,16 @@ def run_on_jax(script, *args, timeout=300, **run_kwargs):
     run_kwargs.setdefault("check", True)
     return subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env,
                           timeout=timeout, **run_kwargs)
+
+
+def check_png(path, min_width=500, min_height=200):
+    assert os.path.getsize(path) > 10_000
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.load()  # decodes every pixel
+        width, height = image.size
+    assert min_width <= width <= 4000 and min_height <= height <= 2000
+    assert not [name for name in os.listdir(os.path.dirname(os.path.abspath(path)))
+                if TEMP_MARKER in name]  # written atomically
+    return width, height

@@ -27,7 +27,7 @@ import sys
 from absl import app, flags
 
 from nasseg_tf.cli import common
-from nasseg_tf.cli.zoo import parse_size
+from nasseg_tf.cli.zoo_tool import parse_size
 
 flags.DEFINE_string("model", "autodeeplab_s", "Zoo model.")
 flags.DEFINE_string("crop", "513x513", "Crop HxW.")

@@ -1,6 +1,6 @@
 """Thin wrapper: same as the `nasseg-zoo` console script."""
 
-from nasseg_tf.cli.zoo import run
+from nasseg_tf.cli.zoo_tool import run
 
 if __name__ == "__main__":
     run()

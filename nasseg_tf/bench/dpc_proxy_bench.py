@@ -1,11 +1,11 @@
 """DPC proxy trials per hour: cached backbone features vs recomputing the backbone.
 
 One process, the same cells, the same steps, the same head and recipe
-(:func:`~nasseg_tf.search.dpc_proxy.train_and_score`), trials interleaved (cached,
+(:func:`~nasseg_tf.search.dpc.proxy.train_and_score`), trials interleaved (cached,
 recomputed, cached, ...) so that machine drift hits both alike:
 
-* **cached**: :func:`~nasseg_tf.search.dpc_proxy.run_proxy_trial` on a
-  :class:`~nasseg_tf.search.dpc_proxy.FeatureCache` (MobileNet-v2 features);
+* **cached**: :func:`~nasseg_tf.search.dpc.proxy.run_proxy_trial` on a
+  :class:`~nasseg_tf.search.dpc.proxy.FeatureCache` (MobileNet-v2 features);
 * **recompute**: the same DPC + logits on top of the same MobileNet-v2, frozen
   (``trainable=False``, inference-mode BN, no gradient into it) but run in every
   training and evaluation step on the image crops.
@@ -33,8 +33,9 @@ import numpy as np
 import tensorflow as tf
 
 from nasseg_tf.data import ensure_demo_dataset, get_dataset_info
-from nasseg_tf.search.dpc_proxy import (ProxyConfig, array_dataset, mobilenet_v2_cache,
-                                        proxy_head, run_proxy_trial, train_and_score)
+from nasseg_tf.search.dpc.cache import array_dataset, mobilenet_v2_cache
+from nasseg_tf.search.dpc.proxy import (ProxyConfig, proxy_head, run_proxy_trial,
+                                        train_and_score)
 from nasseg_tf.search_space.dpc import DPCSearchSpace, random_cells
 
 

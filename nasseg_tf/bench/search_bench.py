@@ -18,8 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nasseg_tf.search.autodeeplab_search import AutoDeepLabSearchTask, SearchConfig
-from nasseg_tf.search.supernet import AutoDeepLabSupernet
+from nasseg_tf.search.autodeeplab.run import AutoDeepLabSearchTask, SearchConfig
+from nasseg_tf.search.autodeeplab.supernet import AutoDeepLabSupernet
 from nasseg_tf.train.loop import TrainLoop
 
 

@@ -19,18 +19,14 @@ Flags are defined by :func:`run` (not at import), so importing this module next 
 other command-line modules in one process cannot collide on flag names.
 """
 
-import sys
 from typing import Dict, List
 
-from absl import app
 from absl import flags
 
 from nasseg_tf.cli import common
 from nasseg_tf.data import build_data
 
 REQUIRED_FLAGS = ("dataset", "root", "output_dir")
-_FLAG_NAMES = REQUIRED_FLAGS + ("splits", "num_shards", "num_classes", "ignore_label",
-                                "verify", "high_bit_depth")
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -59,40 +55,33 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.mark_flags_as_required(REQUIRED_FLAGS, flag_values=flag_values)
 
 
-def convert(flag_values: flags.FlagValues, report=print) -> Dict[str, List[str]]:
-    """Runs the conversion described by parsed ``flag_values``; returns the shards.
+def convert(dataset, root, output_dir, splits=None, num_shards=4, num_classes=None,
+            ignore_label=255, verify=True, high_bit_depth="scale", report=print
+            ) -> Dict[str, List[str]]:
+    """The tool's body: runs the conversion; returns the shards.
 
     ``report`` gets one line per split and, when images were reduced from a high bit
     depth, one summary line.
     """
     summary = build_data.ConversionSummary()
     shards = build_data.build_tfrecords(
-        flag_values.dataset, flag_values.root, flag_values.output_dir,
-        splits=flag_values.splits, num_shards=flag_values.num_shards,
-        num_classes=flag_values.num_classes, ignore_label=flag_values.ignore_label,
-        verify=flag_values.verify, high_bit_depth=flag_values.high_bit_depth,
-        summary=summary)
+        dataset, root, output_dir, splits=splits, num_shards=num_shards,
+        num_classes=num_classes, ignore_label=ignore_label, verify=verify,
+        high_bit_depth=high_bit_depth, summary=summary)
     for split, paths in shards.items():
-        report(f"{split}: {len(paths)} shards in {flag_values.output_dir}")
+        report(f"{split}: {len(paths)} shards in {output_dir}")
     if summary.describe():
         report(summary.describe())
     return shards
 
 
-def _convert_with_global_flags(flag_values: flags.FlagValues) -> None:
-    convert(flag_values)
-
-
-main = common.make_main("nasseg-build-data", _convert_with_global_flags)
-"""absl main: converts with the global flags; bad input exits with status 2."""
+main = common.make_main("nasseg-build-data", convert)
+"""absl main: converts with the tool's flags; bad input exits with status 2."""
 
 
 def run():
     """Console-script entry point."""
-    define_flags()
-    for name in _FLAG_NAMES:  # list them under --help of whichever script runs this
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
-    app.run(main)
+    common.run_tool(__doc__, define_flags, main)
 
 
 if __name__ == "__main__":

@@ -66,13 +66,15 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from nasseg_tf import visualize  # pylint: disable=import-outside-toplevel
-    from nasseg_tf.cli.zoo import describe_model, describe_text  # pylint: disable=import-outside-toplevel
-    from nasseg_tf.data import build_dataset  # pylint: disable=import-outside-toplevel
-    from nasseg_tf.export import (dataset_metadata, export_saved_model,  # pylint: disable=import-outside-toplevel
-                                  load_serving)
-    from nasseg_tf.search import autodeeplab_search, dpc_tuner  # pylint: disable=import-outside-toplevel
-    from nasseg_tf.train import experiment, metrics  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from nasseg_tf import visualize
+    from nasseg_tf.cli import configs
+    from nasseg_tf.cli.zoo_tool import describe_model, describe_text
+    from nasseg_tf.data import build_dataset
+    from nasseg_tf.export import dataset_metadata, export_saved_model, load_serving
+    from nasseg_tf.search.autodeeplab import run as autodeeplab_run
+    from nasseg_tf.search.dpc import run as dpc_run
+    from nasseg_tf.train import experiment, metrics
 
     t_start = time.time()
     os.makedirs(output_dir, exist_ok=True)
@@ -81,13 +83,16 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
     log(describe_text(describe_model("autodeeplab_s", 19, (1024, 2048))))
 
     search_dir = os.path.join(output_dir, "search")
-    experiment.parse_gin([os.path.join(gin_dir(), SEARCH_GIN)],
-                         [data_binding] + list(search_bindings))
-    scfg = autodeeplab_search.SearchConfig()
+    configs.parse([os.path.join(gin_dir(), SEARCH_GIN)],
+                  [data_binding] + list(search_bindings))
+    groups = configs.bound("search", "supernet", "data")
+    scfg = groups["search"]
     log(f"[2/7] searching cell and path on the demo dataset: {scfg.steps} steps, "
         f"alpha/beta updated after step {scfg.warmup_steps} (the first step of each "
         "phase traces the supernet: about a minute) ...")
-    searched = autodeeplab_search.search(search_dir, progress=True, argv=sys.argv)
+    searched = autodeeplab_run.run_search(search_dir, progress=True, argv=sys.argv,
+                                          **groups)
+    configs.write_operative_config(search_dir)
     genotype = searched["genotype"]
     losses = [h["loss"] for h in searched["loop"].history]
     if len(losses) >= 20:
@@ -98,20 +103,22 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
         f"{search_dir}/path.png; {time.time() - t_start:.0f}s so far")
 
     run_dir = os.path.join(output_dir, "run")
-    experiment.parse_gin([os.path.join(gin_dir(), DEMO_GIN)],
-                         [data_binding, f"Model.genotype = '{genotype_path}'"]
-                         + list(gin_bindings))
-    cfg = experiment.TrainConfig()
+    configs.parse([os.path.join(gin_dir(), DEMO_GIN)],
+                  [data_binding, f"Model.genotype = '{genotype_path}'"]
+                  + list(gin_bindings))
+    groups = configs.bound("model", "data", "training", "evaluation")
+    cfg = groups["training"]
     log(f"[3/7] retraining the searched architecture from scratch for {cfg.steps} steps "
         f"(batch {cfg.batch_size}, crops {cfg.crop_size[0]}x{cfg.crop_size[1]}) ...")
-    out = experiment.train(run_dir, progress=True, argv=sys.argv)
+    out = experiment.train(run_dir, progress=True, argv=sys.argv, **groups)
+    configs.write_operative_config(run_dir)
     model = out["model"]
     log(f"      trained in {time.time() - t_start:.0f}s so far; checkpoints in {run_dir}")
 
     log("[4/7] evaluation on the validation split (after the last step):")
     info, eval_pattern = out["dataset_info"], out["eval_pattern"]
     results = out["eval"] or experiment.run_evaluation(
-        model, info, eval_pattern, experiment.EvalConfig(), run_dir,
+        model, info, eval_pattern, groups["evaluation"], run_dir,
         step=out["metrics"].get("step"), progress=False)
     baseline = metrics.majority_class_baseline(
         np.asarray(results["confusion_matrix"]), info.class_names)
@@ -136,14 +143,16 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
     log(f"      wrote {overlay_path} (image | ground truth | prediction)")
 
     dpc_dir = os.path.join(output_dir, "dpc_search")
-    experiment.parse_gin([os.path.join(gin_dir(), DPC_GIN)],
-                         [f"Data.data_dir = '{os.path.join(output_dir, 'dpc_data')}'"]
-                         + list(dpc_bindings))
-    dcfg = dpc_tuner.DPCSearchConfig()
+    configs.parse([os.path.join(gin_dir(), DPC_GIN)],
+                  [f"Data.data_dir = '{os.path.join(output_dir, 'dpc_data')}'"]
+                  + list(dpc_bindings))
+    dcfg = configs.get("dpc_search")
     log(f"[7/7] DPC search: {dcfg.max_trials} cells trained on cached MobileNet-v2 "
         f"features, then {dcfg.random_baseline} fresh random cells, top "
         f"{dcfg.rerank_top_k} re-ranked ...")
-    dpc = dpc_tuner.run_search(dpc_dir, argv=sys.argv)
+    dpc = dpc_run.run_search(dpc_dir, search=dcfg, argv=sys.argv,
+                             **configs.bound("data", "proxy", "backbone", "synthetic"))
+    configs.write_operative_config(dpc_dir)
     rows = dpc["leaderboard"]
     if rows:
         log(f"      best cell (proxy val mIoU {rows[0]['val_miou']:.3f}): "
@@ -165,10 +174,12 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
             "dpc_dir": dpc_dir, "dpc_leaderboard": rows}
 
 
-main = common.make_main(
-    "nasseg-demo", lambda FLAGS: run_demo(FLAGS.output_dir, FLAGS.gin_bindings,
-                                          FLAGS.search_bindings,
-                                          FLAGS.dpc_bindings) and None)
+def demo(output_dir, gin_bindings, search_bindings, dpc_bindings):
+    """The tool's body."""
+    run_demo(output_dir, gin_bindings, search_bindings, dpc_bindings)
+
+
+main = common.make_main("nasseg-demo", demo)
 
 
 def run():

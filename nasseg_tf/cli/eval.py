@@ -10,32 +10,32 @@ Results go to --model_dir/eval_results.json, pictures to --model_dir/pictures/.
 """
 
 import json
-import os
 
 from absl import flags
 
-from nasseg_tf.cli import common, flags_common
+from nasseg_tf.cli import common
 
 
 def define_flags(flag_values=flags.FLAGS):
-    flags_common.define_gin_flags(flag_values)
+    common.define_gin_flags(flag_values)
     flags.DEFINE_string("checkpoint", None, "A checkpoint path (default: the latest).",
                         flag_values=flag_values)
 
 
-def _evaluate(FLAGS):
-    from nasseg_tf.train import experiment  # pylint: disable=import-outside-toplevel
+def evaluate(gin_file, gin_bindings, model_dir, checkpoint):
+    """The tool's body: evaluate the run's checkpoint, print the main figures."""
+    # pylint: disable=import-outside-toplevel
+    from nasseg_tf.cli import configs
+    from nasseg_tf.train import experiment
 
-    run_config = os.path.join(FLAGS.model_dir, "config.gin")
-    if not os.path.exists(run_config):
-        raise FileNotFoundError(f"{run_config} not found: is --model_dir a training run?")
-    experiment.parse_gin([run_config] + FLAGS.gin_file, FLAGS.gin_bindings)
-    results = experiment.evaluate_model_dir(FLAGS.model_dir, FLAGS.checkpoint)
+    configs.load_run(model_dir, gin_file, gin_bindings)
+    results = experiment.evaluate_model_dir(
+        model_dir, checkpoint=checkpoint, **configs.bound("model", "data", "evaluation"))
     print(json.dumps({k: results[k] for k in ("miou", "pixel_accuracy", "num_images",
                                                "step") if k in results}))
 
 
-main = common.make_main("nasseg-eval", _evaluate)
+main = common.make_main("nasseg-eval", evaluate)
 
 
 def run():

@@ -48,16 +48,17 @@ def load_model(keras_model=None, model=None, num_classes=19):
     return keras.models.load_model(keras_model)
 
 
-def _export(FLAGS):
+def export(keras_model, model, num_classes, export_dir, overwrite, max_pixels):
+    """The tool's body."""
     from nasseg_tf.export import export_saved_model  # pylint: disable=import-outside-toplevel
 
-    model = load_model(FLAGS.keras_model, FLAGS.model, FLAGS.num_classes)
-    path = export_saved_model(model, FLAGS.export_dir, overwrite=FLAGS.overwrite,
-                              max_pixels=FLAGS.max_pixels)
-    print(f"exported {model.name} to {path} (signatures: serving_default, serve_encoded)")
+    loaded = load_model(keras_model, model, num_classes)
+    path = export_saved_model(loaded, export_dir, overwrite=overwrite,
+                              max_pixels=max_pixels)
+    print(f"exported {loaded.name} to {path} (signatures: serving_default, serve_encoded)")
 
 
-main = common.make_main("nasseg-export", _export)
+main = common.make_main("nasseg-export", export)
 
 
 def run():

@@ -145,10 +145,11 @@ def _predictor(saved_model=None, model_dir=None, dataset=None):
                 raise _RefusedInput(message) from None
         return predict, info
 
+    from nasseg_tf.cli import configs  # pylint: disable=import-outside-toplevel
     from nasseg_tf.train import experiment  # pylint: disable=import-outside-toplevel
 
-    experiment.parse_gin([os.path.join(model_dir, "config.gin")])
-    model, info, _ = experiment.restore_model(model_dir)
+    configs.load_run(model_dir)
+    model, info, _ = experiment.restore_model(model_dir, **configs.bound("model", "data"))
     info = get_dataset_info(dataset) if dataset else info
 
     def predict(image):
@@ -187,13 +188,14 @@ def predict_files(paths, output_dir, saved_model=None, model_dir=None, dataset=N
     return written
 
 
-def _predict(FLAGS):
-    written = predict_files(_image_paths(FLAGS.images), FLAGS.output_dir,
-                            FLAGS.saved_model, FLAGS.model_dir, FLAGS.dataset, FLAGS.alpha)
-    print(f"nasseg-predict: wrote {len(written)} files to {FLAGS.output_dir}")
+def predict(images, output_dir, saved_model, model_dir, dataset, alpha):
+    """The tool's body."""
+    written = predict_files(_image_paths(images), output_dir, saved_model, model_dir,
+                            dataset, alpha)
+    print(f"nasseg-predict: wrote {len(written)} files to {output_dir}")
 
 
-main = common.make_main("nasseg-predict", _predict)
+main = common.make_main("nasseg-predict", predict)
 
 
 def run():

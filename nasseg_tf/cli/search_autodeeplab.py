@@ -7,35 +7,40 @@ Usage:
 
 Rerunning resumes from the latest checkpoint (weights, α, β, both optimizers, step,
 data position). --model_dir receives genotype.json (updated at every decode),
-genotypes/step_*.json, cell.png, path.png, checkpoints/, train/ and arch/ (TensorBoard).
+genotypes/step_*.json, cell.png, path.png, checkpoints/, train/ and arch/ (TensorBoard),
+config.gin, operative_config.gin and run_info.json.
 """
 
 import sys
 
-from nasseg_tf.cli import common, flags_common
+from nasseg_tf.cli import common
 
 
-def _search(FLAGS):
-    from nasseg_tf.search import autodeeplab_search  # pylint: disable=import-outside-toplevel
-    from nasseg_tf.train import experiment  # pylint: disable=import-outside-toplevel
+def search(gin_file, gin_bindings, model_dir):
+    """The tool's body: run the search, print the decoded architecture."""
+    # pylint: disable=import-outside-toplevel
+    from nasseg_tf.cli import configs
+    from nasseg_tf.search.autodeeplab import run as autodeeplab_run
 
-    experiment.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    out = autodeeplab_search.search(FLAGS.model_dir, argv=sys.argv)
+    configs.parse(gin_file, gin_bindings)
+    out = autodeeplab_run.run_search(model_dir, argv=sys.argv,
+                                     **configs.bound("search", "supernet", "data"))
+    configs.write_operative_config(model_dir)
     genotype = out["genotype"]
     print("nasseg-search-autodeeplab: decoded architecture")
     for line in genotype.describe():
         print(f"  {line}")
-    print(f"  genotype: {FLAGS.model_dir}/genotype.json (retrain: nasseg-train ... "
-          f"--gin_bindings=\"Model.genotype = '{FLAGS.model_dir}/genotype.json'\")")
+    print(f"  genotype: {model_dir}/genotype.json (retrain: nasseg-train ... "
+          f"--gin_bindings=\"Model.genotype = '{model_dir}/genotype.json'\")")
 
 
-main = common.make_main("nasseg-search-autodeeplab", _search,
+main = common.make_main("nasseg-search-autodeeplab", search,
                         errors=(ValueError, OSError, ArithmeticError))
 
 
 def run():
     """Console-script entry point."""
-    common.run_tool(__doc__, flags_common.define_gin_flags, main)
+    common.run_tool(__doc__, common.define_gin_flags, main)
 
 
 if __name__ == "__main__":

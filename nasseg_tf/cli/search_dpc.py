@@ -1,7 +1,7 @@
 """``nasseg-search-dpc``: Dense Prediction Cell search (random search on a proxy task).
 
 Usage:
-    nasseg-search-dpc --gin_file=gin/search/dpc_demo.gin --project_dir=runs/dpc
+    nasseg-search-dpc --gin_file=gin/search/dpc_demo.gin --model_dir=runs/dpc
     nasseg-train --gin_file=... --gin_bindings="Model.dpc_cell = 'runs/dpc/best_cell.json'"
 
 Distributed (KerasTuner): run the same command once as the chief and once per worker,
@@ -9,7 +9,8 @@ all with KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT set to the chief's addres
 KERASTUNER_TUNER_ID=chief on the chief, tuner0, tuner1, ... on the workers. A worker
 restarted with its old id resumes its trial; a restarted chief resumes the search.
 
-Rerunning resumes (the oracle's state is in --project_dir). --project_dir receives
+Rerunning resumes (the oracle's state is in --model_dir; --project_dir is its old
+name, still accepted). --model_dir receives
 oracle.json and trial_<id>/ (trial.json, cell.json, result.json), leaderboard.csv/.json,
 top_cells/, best_cell.json, rerank.json (DPCSearch.rerank_top_k > 0),
 random_baseline.json (DPCSearch.random_baseline > 0), best_cell.png and
@@ -18,7 +19,6 @@ cell), config.gin and operative_config.gin. `DPCSearch.objective = 'synthetic'` 
 cheap synthetic score (tests, dry runs).
 """
 
-import importlib
 import sys
 
 from absl import flags
@@ -27,32 +27,35 @@ from nasseg_tf.cli import common
 
 
 def define_flags():
-    flags.DEFINE_multi_string("gin_file", [], "gin files, applied in order.")
-    flags.DEFINE_multi_string("gin_bindings", [], "gin bindings applied after the files, "
-                              "e.g. \"DPCSearch.max_trials = 20\".")
-    flags.DEFINE_string("project_dir", None, "The search's folder (resumed if it exists).")
-    flags.mark_flag_as_required("project_dir")
+    common.define_gin_flags(model_dir_required=False)
+    flags.DEFINE_string("project_dir", None, "Old name of --model_dir.")
 
 
-def _search(FLAGS):
+def search(gin_file, gin_bindings, model_dir, project_dir):
+    """The tool's body: run the search (chief, worker or alone), print the results."""
     # pylint: disable=import-outside-toplevel
-    from nasseg_tf.search import dpc_tuner  # gin: DPCSearch, ProxyBackbone, ...
-    from nasseg_tf.train import experiment
+    from nasseg_tf.cli import configs
+    from nasseg_tf.search.dpc import run as dpc_run
 
-    importlib.import_module("nasseg_tf.search.dpc_proxy")  # gin: Proxy
-    experiment.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    out = dpc_tuner.run_search(FLAGS.project_dir, argv=sys.argv)
+    if bool(model_dir) == bool(project_dir):
+        raise ValueError("give --model_dir (the search's folder)")
+    model_dir = model_dir or project_dir
+    configs.parse(gin_file, gin_bindings)
+    groups = configs.bound("data", "proxy", "backbone", "synthetic")
+    out = dpc_run.run_search(model_dir, search=configs.get("dpc_search"), argv=sys.argv,
+                             **groups)
     if out["role"] == "worker":
         print("nasseg-search-dpc: worker done")
         return
+    configs.write_operative_config(model_dir)
     rows = out["leaderboard"]
     print(f"nasseg-search-dpc: {len(rows)} completed trials; leaderboard: "
-          f"{FLAGS.project_dir}/leaderboard.csv")
+          f"{model_dir}/leaderboard.csv")
     for row in rows[:5]:
         print(f"  #{row['rank']} trial {row['trial_id']} val_miou {row['val_miou']:.4f}  "
               f"{row['describe']}")
     if rows:
-        best = f"{FLAGS.project_dir}/best_cell.json"
+        best = f"{model_dir}/best_cell.json"
         print(f"  best cell: {best} (train it: nasseg-train ... "
               f"--gin_bindings=\"Model.dpc_cell = '{best}'\")")
     if out["baseline"] is not None:
@@ -61,15 +64,15 @@ def _search(FLAGS):
               f"{base['median_random_miou']:.4f} vs best searched "
               f"{base['best_searched_miou']:.4f} "
               f"({'beats' if base['best_beats_median'] else 'does NOT beat'} the median; "
-              f"{FLAGS.project_dir}/random_baseline.json)")
+              f"{model_dir}/random_baseline.json)")
     if out["rerank"] is not None:
         rho = out["rerank"]["spearman"]
         print(f"  re-ranked top {len(out['rerank']['entries'])}: best trial "
               f"{out['rerank']['best']['trial_id']}; Spearman rho(proxy, fine-tuned) = "
-              f"{'n/a' if rho is None else f'{rho:.3f}'} ({FLAGS.project_dir}/rerank.json)")
+              f"{'n/a' if rho is None else f'{rho:.3f}'} ({model_dir}/rerank.json)")
 
 
-main = common.make_main("nasseg-search-dpc", _search,
+main = common.make_main("nasseg-search-dpc", search,
                         errors=(ValueError, OSError, ArithmeticError, RuntimeError))
 
 

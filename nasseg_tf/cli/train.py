@@ -7,33 +7,39 @@ Usage:
         --gin_bindings="Model.genotype = 'runs/search/genotype.json'"
 
 Rerunning the same command resumes from the latest checkpoint in --model_dir. The run
-writes command_line.txt, config.gin, operative_config.gin, checkpoints/, train/
-(TensorBoard), eval_results.json, pictures/ and model.keras into --model_dir.
+writes command_line.txt, config.gin (the resolved configuration), the genotype / DPC
+cell it trains (genotype.json, dpc_cell.json), operative_config.gin, run_info.json,
+checkpoints/, train/ (TensorBoard), eval_results.json, pictures/ and model.keras into
+--model_dir.
 """
 
 import sys
 
+from nasseg_tf.cli import common
 
-from nasseg_tf.cli import common, flags_common
 
+def train(gin_file, gin_bindings, model_dir):
+    """The tool's body: parse the recipe, train, print the last step's figures."""
+    # pylint: disable=import-outside-toplevel
+    from nasseg_tf.cli import configs
+    from nasseg_tf.train import experiment
 
-def _train(FLAGS):
-    from nasseg_tf.train import experiment  # pylint: disable=import-outside-toplevel
-
-    experiment.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    metrics = experiment.train(FLAGS.model_dir, argv=sys.argv)["metrics"]
+    configs.parse(gin_file, gin_bindings)
+    groups = configs.bound("model", "data", "training", "evaluation")
+    metrics = experiment.train(model_dir, argv=sys.argv, **groups)["metrics"]
+    configs.write_operative_config(model_dir)
     line = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
     print(f"nasseg-train: done at step {metrics.get('step')}: {line}")
 
 
-# NonFiniteLossError is a FloatingPointError (an ArithmeticError): listed explicitly.
-main = common.make_main("nasseg-train", _train,
+# DivergedError is a FloatingPointError (an ArithmeticError): listed explicitly.
+main = common.make_main("nasseg-train", train,
                         errors=(ValueError, OSError, ArithmeticError))
 
 
 def run():
     """Console-script entry point."""
-    common.run_tool(__doc__, flags_common.define_gin_flags, main)
+    common.run_tool(__doc__, common.define_gin_flags, main)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,10 @@ saturated by a plain RGB conversion; a :class:`ConversionSummary` counts them.
 
 Every file is checked before anything is written: a missing file, an image/label
 size mismatch or a label value outside the classes raises an error naming the
-file. Shards are written to a temporary folder inside ``output_dir`` and moved into
-place only when every split succeeded, so a failure leaves nothing behind.
+file. Shards are written to a temporary folder inside ``output_dir``
+(:func:`nasseg_tf.fileio.temp_dir`: a killed build's folder is recognised and removed by
+the next build) and moved into place only when every split succeeded, so a failure
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -35,13 +37,12 @@ import dataclasses
 import glob
 import io
 import os
-import shutil
-import tempfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
+from nasseg_tf import fileio
 from nasseg_tf.data import datasets
 from nasseg_tf.data import tfrecord
 
@@ -465,7 +466,9 @@ def build_tfrecords(dataset: str, root: str, output_dir: str, *,
                for split in splits}
     created = not os.path.isdir(output_dir)
     os.makedirs(output_dir, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".build_data-", dir=output_dir)
+    # Staging folders of builds before the fileio naming record no owner: by age.
+    fileio.clean_stale_temps(output_dir, fileio.legacy_mkdtemp_glob(".build_data-"))
+    tmp_dir = fileio.temp_dir(os.path.join(output_dir, "build_data"))
     try:
         files = {split: _write_split(sources[split], tmp_dir, split, num_shards,
                                      num_classes, ignore_label, converter.label_lut,
@@ -476,7 +479,7 @@ def build_tfrecords(dataset: str, root: str, output_dir: str, *,
                                       num_classes, ignore_label)
         installed = tfrecord.install_shards(tmp_dir, output_dir, files)
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        fileio.remove_tree(tmp_dir, ignore_errors=True)
         if created and not os.listdir(output_dir):
             os.rmdir(output_dir)
     return installed

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Callable, Dict, Tuple
 
 import numpy as np
 from PIL import Image
 
+from nasseg_tf import fileio
 from nasseg_tf.data import datasets
 from nasseg_tf.data import tfrecord
 
@@ -342,13 +341,6 @@ def _write_split(tmp_dir: str, split: str, count: int, config: dict):
     return [os.path.basename(path) for path in writer.paths]
 
 
-def _write_manifest(tmp_dir: str, data_dir: str, manifest: dict) -> None:
-    path = os.path.join(tmp_dir, MANIFEST_NAME)
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-    os.replace(path, os.path.join(data_dir, MANIFEST_NAME))
-
-
 def ensure_demo_dataset(data_dir: str, *, num_train: int = 200, num_val: int = 50,
                         height: int = 128, width: int = 128, seed: int = 0,
                         num_shards: int = 2) -> Dict[str, str]:
@@ -356,8 +348,9 @@ def ensure_demo_dataset(data_dir: str, *, num_train: int = 200, num_val: int = 5
 
     A JSON manifest (``demo_manifest.json``) records the configuration; a later call
     with the same configuration reuses the files, a different one regenerates them.
-    Files are generated in a temporary folder and renamed into place, the manifest
-    last, so an interrupted run leaves nothing that looks complete.
+    Files are generated in a temporary folder (:func:`nasseg_tf.fileio.temp_dir`) and
+    renamed into place, the manifest last (atomically), so an interrupted run leaves
+    nothing that looks complete.
 
     Args:
         data_dir: Folder for the shards and the manifest (created if missing).
@@ -379,12 +372,16 @@ def ensure_demo_dataset(data_dir: str, *, num_train: int = 200, num_val: int = 5
     if _is_current(_read_manifest(data_dir), config, data_dir):
         return patterns
     counts = {"train": num_train, "val": num_val}
-    tmp_dir = tempfile.mkdtemp(prefix=".demo-tmp-", dir=data_dir)
+    # Temporary folders before the fileio naming record no owner: removed by age.
+    fileio.clean_stale_temps(data_dir, fileio.legacy_mkdtemp_glob(".demo-tmp-"))
+    tmp_dir = fileio.temp_dir(os.path.join(data_dir, "demo"))
     try:
         files = {split: _write_split(tmp_dir, split, counts[split], config)
                  for split in SPLITS}
         tfrecord.install_shards(tmp_dir, data_dir, files)
-        _write_manifest(tmp_dir, data_dir, {"config": config, "files": files})
+        fileio.atomic_write_json(os.path.join(data_dir, MANIFEST_NAME),
+                                 {"config": config, "files": files}, indent=2,
+                                 sort_keys=True)
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        fileio.remove_tree(tmp_dir, ignore_errors=True)
     return patterns

@@ -16,7 +16,8 @@ key                                         value
 ==========================================  =======================================
 
 Shards are named ``{split}-{index:05d}-of-{num_shards:05d}.tfrecord`` and each is
-written to a temporary file first and renamed into place when complete.
+written to a temporary file first (a :func:`nasseg_tf.fileio.temp_path`) and renamed
+into place when complete (:func:`nasseg_tf.fileio.replace`).
 
 Errors name the offending file or record: :func:`validate_records` (pure Python, used
 by the converters), :func:`check_records` (the same checks, with each shard's success
@@ -158,10 +159,12 @@ def shard_pattern(output_dir: str, split: str) -> str:
 class ShardedRecordWriter:
     """Writes records round-robin into ``num_shards`` shard files, atomically.
 
-    Each shard goes to a hidden temporary file beside its final name and is renamed
-    (``os.replace``) into place by :meth:`close`. Leaving the ``with`` block on an
-    exception calls :meth:`abort`, which deletes the temporary files, so readers never
-    see a partly written shard.
+    Each shard goes to a hidden temporary file beside its final name
+    (:func:`~nasseg_tf.fileio.temp_path`) and is flushed and renamed into place
+    (:func:`~nasseg_tf.fileio.replace`) by :meth:`close`. Leaving the ``with`` block on
+    an exception calls :meth:`abort`, which deletes the temporary files, so readers
+    never see a partly written shard. Temporaries of the split's shards that killed
+    writers left in ``output_dir`` are removed first.
 
     Example:
         >>> with ShardedRecordWriter(out_dir, "train", num_shards=4) as writer:
@@ -173,11 +176,12 @@ class ShardedRecordWriter:
     def __init__(self, output_dir: str, split: str, num_shards: int):
         if num_shards < 1:
             raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
-        os.makedirs(output_dir, exist_ok=True)
+        fileio.makedirs(output_dir)
+        fileio.clean_stale_temps(output_dir, f".{glob.escape(split)}-*-of-*"
+                                 f"{TFRECORD_SUFFIX}{fileio.TEMP_MARKER}*")
         self.paths = [os.path.join(output_dir, shard_filename(split, i, num_shards))
                       for i in range(num_shards)]
-        self._tmp_paths = [os.path.join(output_dir, f".{os.path.basename(p)}.tmp-{os.getpid()}")
-                           for p in self.paths]
+        self._tmp_paths = [fileio.temp_path(p) for p in self.paths]
         self._writers = [tf.io.TFRecordWriter(p) for p in self._tmp_paths]
         self.num_written = 0
 
@@ -197,15 +201,14 @@ class ShardedRecordWriter:
         """Finishes every shard and renames it into place; returns the shard paths."""
         self._close_writers()
         for tmp, final in zip(self._tmp_paths, self.paths):
-            os.replace(tmp, final)
+            fileio.replace(tmp, final)
         return list(self.paths)
 
     def abort(self) -> None:
         """Discards everything written so far."""
         self._close_writers()
         for tmp in self._tmp_paths:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            fileio.remove(tmp)
 
     def __enter__(self) -> "ShardedRecordWriter":
         return self
@@ -234,10 +237,10 @@ def install_shards(tmp_dir: str, output_dir: str,
     installed = {}
     for split, names in files.items():
         for name in names:
-            os.replace(os.path.join(tmp_dir, name), os.path.join(output_dir, name))
-        for path in glob.glob(shard_pattern(output_dir, split)):
+            fileio.replace(os.path.join(tmp_dir, name), os.path.join(output_dir, name))
+        for path in fileio.glob(shard_pattern(output_dir, split)):
             if os.path.basename(path) not in names:
-                os.remove(path)
+                fileio.remove(path)
         installed[split] = [os.path.join(output_dir, name) for name in names]
     return installed
 

@@ -20,8 +20,9 @@ graph. Each refusal is an ``InvalidArgumentError`` whose message starts with
 = 16000000 pixels exceeds max_pixels=4194304 of this model (set at export)``;
 :func:`serving_input_error` extracts it.
 
-The export is written to a temporary folder beside ``export_dir`` and renamed into
-place, so an interrupted export never leaves a half-written model behind; an export
+The export is written to a temporary folder beside ``export_dir`` and installed
+whole (:func:`nasseg_tf.fileio.staging_dir`), so an interrupted export never leaves a
+half-written model behind and a replaced export is seen whole, old or new; an export
 first removes the temporaries that killed exports left in that folder.
 """
 
@@ -30,12 +31,11 @@ import json
 import operator
 import os
 import re
-import shutil
 
 import tensorflow as tf
 from absl import logging as absl_logging
 
-from nasseg_tf.fileio import clean_stale_temps, temp_path
+from nasseg_tf import fileio
 
 DEFAULT_MAX_PIXELS = 2048 * 2048
 """Default limit on H·W of one served image (4_194_304)."""
@@ -184,15 +184,15 @@ def export_saved_model(model, export_dir, overwrite=True, metadata=None,
     ``tf.saved_model.load``. To fine-tune, use the ``.keras`` file or a checkpoint.
     """
     max_pixels = _max_pixels(max_pixels)
-    export_dir = os.path.abspath(export_dir)
-    if os.path.exists(export_dir) and not overwrite:
+    export_dir = fileio.abspath(export_dir)
+    if fileio.exists(export_dir) and not overwrite:
         raise FileExistsError(f"{export_dir} exists; pass overwrite=True to replace it")
     parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    clean_stale_temps(parent)
-    # Staging folders of exports before the fileio naming (``.export-`` + mkdtemp's 8
-    # characters) record no owner: removed after a day.
-    clean_stale_temps(parent, ".export-" + "[a-z0-9_]" * 8)
+    fileio.makedirs(parent)
+    fileio.clean_stale_temps(parent)
+    # Staging folders of exports before the fileio naming record no owner: removed
+    # after a day.
+    fileio.clean_stale_temps(parent, fileio.legacy_mkdtemp_glob(".export-"))
 
     module = _serving_module(model, max_pixels)
     signatures = {
@@ -201,21 +201,11 @@ def export_saved_model(model, export_dir, overwrite=True, metadata=None,
     }
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=False,
                                          experimental_skip_saver=True)
-    staging = temp_path(export_dir)
-    try:
+    with fileio.staging_dir(export_dir) as staging:
         with _quiet_absl():
             tf.saved_model.save(module, staging, signatures=signatures, options=options)
-        with open(os.path.join(staging, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(dict(metadata or {}, max_pixels=max_pixels), f, indent=2)
-        old = None
-        if os.path.exists(export_dir):
-            old = temp_path(export_dir)
-            os.replace(export_dir, old)
-        os.replace(staging, export_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        fileio.atomic_write_json(os.path.join(staging, METADATA_FILE),
+                                 dict(metadata or {}, max_pixels=max_pixels), indent=2)
     return export_dir
 
 

@@ -116,8 +116,9 @@ class DensePredictionCell(keras.layers.Layer):
     """A Dense Prediction Cell context module (see the module docstring).
 
     Args:
-      cell: a :class:`DPCCell`, its JSON config (list of branch objects), a published
-        name (``"dpc_top1_cityscapes"``) or a JSON file path.
+      cell: a :class:`DPCCell`, its JSON config (list of branch objects) or a
+        published name (``"dpc_top1_cityscapes"``) — not a file path: load files with
+        :func:`~nasseg_tf.search_space.dpc.load_dpc_cell` (the zoo does).
       filters: channels of every branch and of the projection (256).
       output_stride: the backbone's output stride; atrous rates are multiplied by
         ``16 / output_stride`` (must divide 16).
@@ -131,7 +132,7 @@ class DensePredictionCell(keras.layers.Layer):
                  pool_crop_size=None, dropout_rate=0.1, dropout_before_projection=True,
                  bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
-        self.cell = load_dpc_cell(cell)
+        self.cell = load_dpc_cell(cell, allow_files=False)
         self.filters = int(filters)
         self.output_stride = int(output_stride)
         if self.output_stride < 1 or 16 % self.output_stride:

@@ -20,6 +20,7 @@ from keras import ops
 
 from nasseg_tf.layers.common import BN_EPSILON, BN_MOMENTUM, ConvBN
 from nasseg_tf.layers.resize import downsampled_size, resize_bilinear, spatial_size
+from nasseg_tf.search_space.autodeeplab import OP_TABLE
 
 _OP_REGISTRY = {}
 
@@ -219,23 +220,16 @@ class ZeroOp(_Op):
         return ops.tile(ops.zeros_like(x), (1, 1, 1, self.filters))
 
 
-def _sep(kernel_size):
-    return lambda filters, stride=1, **kw: SepConvOp(filters, kernel_size, stride, **kw)
+_BUILDERS = {
+    "separable": lambda spec: lambda filters, stride=1, **kw: SepConvOp(
+        filters, spec.kernel, stride, **kw),
+    "atrous": lambda spec: lambda filters, stride=1, **kw: AtrousConvOp(
+        filters, spec.kernel, stride, rate=spec.rate, **kw),
+    "pool": lambda spec: lambda filters, stride=1, **kw: PoolOp(
+        filters, spec.pool, stride, **kw),
+    "skip": lambda spec: SkipOp,
+    "zero": lambda spec: ZeroOp,
+}
 
-
-def _atrous(kernel_size):
-    return lambda filters, stride=1, **kw: AtrousConvOp(filters, kernel_size, stride, **kw)
-
-
-def _pool(pool_type):
-    return lambda filters, stride=1, **kw: PoolOp(filters, pool_type, stride, **kw)
-
-
-register_op("sep_conv_3x3")(_sep(3))
-register_op("sep_conv_5x5")(_sep(5))
-register_op("atrous_conv_3x3")(_atrous(3))
-register_op("atrous_conv_5x5")(_atrous(5))
-register_op("avg_pool_3x3")(_pool("avg"))
-register_op("max_pool_3x3")(_pool("max"))
-register_op("skip_connect")(SkipOp)
-register_op("none")(ZeroOp)
+for _spec in OP_TABLE:  # the Auto-DeepLab op table (nasseg_tf.search_space.autodeeplab)
+    register_op(_spec.name)(_BUILDERS[_spec.kind](_spec))

@@ -1,21 +1,29 @@
 """The model zoo: a registry of named model builders with the papers' figures.
 
-    >>> from nasseg_tf import zoo
+    >>> from nasseg_tf.models import zoo
     >>> zoo.list_models()
     >>> model = zoo.build("autodeeplab_s", num_classes=19)
 
 ``build(name, num_classes, **overrides)`` forwards overrides to the builder (e.g.
 ``genotype="my_search/genotype.json"``, ``aspp_rates=(6, 12, 18)``); an unknown model
-name or override raises an error listing what is known.
+name or override raises an error listing what is known. The zoo is where architecture
+*files* become value objects: a genotype or DPC cell given as a name or a JSON path is
+loaded here once, and the layers below receive the value object.
+
+:class:`ModelConfig` (gin ``Model``) is the model of a run: a zoo name, its overrides
+and optionally a searched genotype or DPC cell, resolved once per run
+(:meth:`ModelConfig.resolve`) into value objects that the run copies into its folder.
 """
 
 import dataclasses
 import inspect
+import os
 
 from nasseg_tf.layers.common import BN_EPSILON, BN_MOMENTUM
 from nasseg_tf.layers.heads import ASPP, DeepLabV3PlusDecoder
 from nasseg_tf.models.autodeeplab import autodeeplab_backbone
 from nasseg_tf.models.segmenter import build_segmenter
+from nasseg_tf.search_space.dpc import load_dpc_cell
 from nasseg_tf.search_space.genotypes import NetworkGenotype, load_genotype
 
 
@@ -62,6 +70,99 @@ def build(name, num_classes=19, **overrides):
             f"{name}: unknown override(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     kwargs = {**spec.defaults, **overrides}
     return spec.builder(num_classes=num_classes, name=name, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The model of a run (gin ``Model``): zoo ``name`` with ``overrides``.
+
+    ``genotype`` (a genotype name or a JSON path, e.g. a search's ``genotype.json``)
+    is a shortcut for ``overrides['genotype']`` that keeps the other overrides of the
+    gin file, so retraining a searched result is one binding:
+    ``--gin_bindings="Model.genotype = 'runs/search/genotype.json'"``. With it, a
+    ``path`` override is dropped: the genotype's own path is used. ``dpc_cell`` does
+    the same for DPC models (a published cell name or a DPC search's cell JSON):
+    ``--gin_bindings="Model.dpc_cell = 'runs/dpc/best_cell.json'"``.
+    """
+
+    GIN_NAME = "Model"
+    #: Where :meth:`resolve` copies a run's architecture files (relative to the run).
+    GENOTYPE_FILE = "genotype.json"
+    DPC_CELL_FILE = "dpc_cell.json"
+
+    name: str = None
+    overrides: dict = None
+    genotype: object = None
+    dpc_cell: object = None
+
+    def _architecture(self, base_dir=None):
+        """``(overrides, genotype, dpc_cell)`` with architectures as value objects.
+
+        Relative paths are looked up in ``base_dir`` first (a run folder names its
+        own copies relative to itself), then in the working directory.
+        """
+        def located(spec):
+            if isinstance(spec, str) and base_dir and not os.path.isabs(spec):
+                inside = os.path.join(base_dir, spec)
+                if os.path.exists(inside):
+                    return inside
+            return spec
+
+        overrides = dict(self.overrides or {})
+        genotype = self.genotype if self.genotype is not None else overrides.get("genotype")
+        dpc_cell = self.dpc_cell if self.dpc_cell is not None else overrides.get("dpc_cell")
+        if self.genotype is not None:
+            overrides.pop("path", None)  # the searched genotype's own path
+        overrides.pop("genotype", None)
+        overrides.pop("dpc_cell", None)
+        genotype = None if genotype is None else load_genotype(located(genotype))
+        dpc_cell = None if dpc_cell is None else load_dpc_cell(located(dpc_cell))
+        return overrides, genotype, dpc_cell
+
+    def build(self, num_classes, base_dir=None):
+        """The zoo model; relative architecture paths are looked up in ``base_dir``."""
+        if not self.name:
+            raise ValueError("Model.name is not set (a zoo model name, e.g. "
+                             "'autodeeplab_s'; `nasseg-zoo list` lists them)")
+        overrides, genotype, dpc_cell = self._architecture(base_dir)
+        if genotype is not None:
+            overrides["genotype"] = genotype
+        if dpc_cell is not None:
+            overrides["dpc_cell"] = dpc_cell
+        return build(self.name, num_classes=num_classes, **overrides)
+
+    def architecture(self, base_dir=None):
+        """A JSON-able description of the architecture (zoo name, overrides, genotype
+        and DPC cell configs): what a checkpoint's fingerprint records."""
+        overrides, genotype, dpc_cell = self._architecture(base_dir)
+        return {"model": self.name, "overrides": overrides,
+                "genotype": None if genotype is None else genotype.to_config(),
+                "dpc_cell": None if dpc_cell is None else dpc_cell.to_config()}
+
+    def resolve(self, model_dir, write=True):
+        """Loads the genotype / DPC cell once and copies them into ``model_dir``.
+
+        Returns:
+          ``(saved, loaded)``: ``saved`` names the copies relative to ``model_dir``
+          (``genotype.json`` / ``dpc_cell.json``) — the config the run writes to its
+          ``config.gin``; ``loaded`` holds the value objects themselves — the config
+          the run builds its model from. ``write=False`` skips writing the copies (a
+          worker of a run whose chief writes them).
+        """
+        overrides, genotype, dpc_cell = self._architecture()
+        saved = loaded = dataclasses.replace(self, overrides=overrides or None,
+                                             genotype=None, dpc_cell=None)
+        if genotype is not None:
+            if write:
+                genotype.save(os.path.join(model_dir, self.GENOTYPE_FILE))
+            saved = dataclasses.replace(saved, genotype=self.GENOTYPE_FILE)
+            loaded = dataclasses.replace(loaded, genotype=genotype)
+        if dpc_cell is not None:
+            if write:
+                dpc_cell.save(os.path.join(model_dir, self.DPC_CELL_FILE))
+            saved = dataclasses.replace(saved, dpc_cell=self.DPC_CELL_FILE)
+            loaded = dataclasses.replace(loaded, dpc_cell=dpc_cell)
+        return saved, loaded
 
 
 # --------------------------------------------------------------------------------------
@@ -166,7 +267,7 @@ def build_deeplab(num_classes, name="deeplab", backbone="mobilenet_v2", context=
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
     bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
     if context == "dpc":
-        module = DensePredictionCell(dpc_cell, context_filters, output_stride,
+        module = DensePredictionCell(load_dpc_cell(dpc_cell), context_filters, output_stride,
                                      pool_crop_size=pool_crop_size,
                                      dropout_rate=dropout_rate, name="context", **bn)
     else:

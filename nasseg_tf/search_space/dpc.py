@@ -26,12 +26,11 @@ import itertools
 import json
 import math
 import os
-from importlib import resources
 
 import numpy as np
 
 from nasseg_tf.fileio import atomic_write_text
-from nasseg_tf.search_space.genotypes import GenotypeError
+from nasseg_tf.search_space.genotypes import GenotypeError, published_names, read_published
 
 OPS = ("conv", "pyramid_pooling")
 SEARCH_RATES = (1, 3, 6, 9, 12, 15, 18, 21)
@@ -169,29 +168,32 @@ class DPCCell:
 
 
 # --------------------------------------------------------------------------------------
-# Published cells shipped with the package (nasseg_tf/models/dpc_cells/*.json).
+# Published cells shipped with the package (nasseg_tf/search_space/published/dpc_cells).
 
-_PACKAGE_DIR = "nasseg_tf.models"
 _ALIASES = {"dpc_top1_cityscapes": "dense_prediction_cell_branch5_top1_cityscapes"}
 
 
 def published_dpc_cells():
     """Names of the DPC cell JSON files shipped with the package (and their aliases)."""
-    folder = resources.files(_PACKAGE_DIR).joinpath("dpc_cells")
-    files = tuple(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
-    return tuple(sorted(files + tuple(_ALIASES)))
+    return tuple(sorted(published_names("dpc_cells") + tuple(_ALIASES)))
 
 
-def load_dpc_cell(spec):
+def load_dpc_cell(spec, allow_files=True):
     """A :class:`DPCCell` from a cell, a config list, a published name or a JSON path.
 
     Published names: ``dense_prediction_cell_branch5_top1_cityscapes`` (the official
-    file name) and its alias ``dpc_top1_cityscapes``.
+    file name) and its alias ``dpc_top1_cityscapes``. With ``allow_files=False``
+    (layers: they take value objects or configs, never file paths) a path is refused.
     """
     if isinstance(spec, DPCCell):
         return spec.validate()
     if isinstance(spec, (list, tuple)):
         return DPCCell.from_config(list(spec))
+    if not allow_files and str(spec) not in published_dpc_cells():
+        raise GenotypeError(
+            f"DPC cell {spec!r}: expected a DPCCell, a config list or a published name "
+            f"({', '.join(published_dpc_cells())}); load a JSON file with "
+            "nasseg_tf.search_space.dpc.load_dpc_cell first")
     spec = str(spec)
     if os.path.exists(spec):
         with open(spec, encoding="utf-8") as f:
@@ -202,8 +204,7 @@ def load_dpc_cell(spec):
             raise GenotypeError(
                 f"unknown DPC cell {spec!r}: not a file and not a published name; "
                 f"published: {', '.join(published_dpc_cells())}")
-        text = resources.files(_PACKAGE_DIR).joinpath(
-            "dpc_cells", f"{stem}.json").read_text(encoding="utf-8")
+        text = read_published("dpc_cells", stem)
         where, name = f"published DPC cell {spec!r}", stem
     try:
         return DPCCell.from_json(text, name)

@@ -23,8 +23,12 @@ import os
 from importlib import resources
 
 from nasseg_tf.fileio import atomic_write_text
-from nasseg_tf.search_space.primitives import (
+from nasseg_tf.search_space.autodeeplab import (
     NUM_LEVELS, OFFICIAL_TO_OURS, OURS_TO_OFFICIAL, PRIMITIVES, ZERO_OP)
+
+
+#: The genotype JSON format this package writes (and the newest it reads).
+GENOTYPE_VERSION = 1
 
 
 class GenotypeError(ValueError):
@@ -123,7 +127,12 @@ def validate_path(path, field="path"):
 
 @dataclasses.dataclass(frozen=True)
 class NetworkGenotype:
-    """A derived Auto-DeepLab network: a cell shared by all layers plus a path."""
+    """A derived Auto-DeepLab network: a cell shared by all layers plus a path.
+
+    Its JSON carries ``"version"`` (:data:`GENOTYPE_VERSION`); files written before the
+    field existed have none and read as version 1. A file of a newer version than this
+    package knows is refused with a message saying so.
+    """
 
     cell: CellGenotype
     path: tuple
@@ -153,7 +162,8 @@ class NetworkGenotype:
         return self
 
     def to_config(self):
-        config = {"cell": self.cell.to_config(), "path": list(self.path)}
+        config = {"version": GENOTYPE_VERSION, "cell": self.cell.to_config(),
+                  "path": list(self.path)}
         if self.name:
             config["name"] = self.name
         return config
@@ -165,9 +175,15 @@ class NetworkGenotype:
         for key in ("cell", "path"):
             if key not in config:
                 raise GenotypeError(f"genotype: missing required key {key!r}")
-        unknown = set(config) - {"cell", "path", "name"}
+        unknown = set(config) - {"version", "cell", "path", "name"}
         if unknown:
             raise GenotypeError(f"genotype: unknown keys {sorted(unknown)}")
+        version = config.get("version", 1)
+        if (isinstance(version, bool) or not isinstance(version, int)
+                or not 1 <= version <= GENOTYPE_VERSION):
+            raise GenotypeError(
+                f"genotype.version: {version!r} is not a version this package reads "
+                f"(1..{GENOTYPE_VERSION}); a newer nasseg_tf wrote it?")
         cell = CellGenotype.from_config(config["cell"], "cell")
         validate_path(config["path"], "path")
         return cls(cell, tuple(config["path"]), str(config.get("name", "")))
@@ -176,7 +192,7 @@ class NetworkGenotype:
         """Readable JSON: one line per block; ``json.loads`` gives :meth:`to_config`."""
         blocks = ",\n".join(
             "      " + json.dumps(block) for block in self.to_config()["cell"]["blocks"])
-        lines = ["{"]
+        lines = ["{", f'  "version": {GENOTYPE_VERSION},']
         if self.name:
             lines.append(f'  "name": {json.dumps(self.name)},')
         lines += ['  "cell": {"blocks": [', blocks, "  ]},",
@@ -242,13 +258,21 @@ def to_official(genotype):
 # --------------------------------------------------------------------------------------
 # Published genotypes shipped with the package.
 
-_PACKAGE_DIR = "nasseg_tf.models"
+def published_names(kind):
+    """Stems of the JSON files shipped in ``nasseg_tf/search_space/published/<kind>``."""
+    folder = resources.files("nasseg_tf.search_space").joinpath("published", kind)
+    return tuple(sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json")))
+
+
+def read_published(kind, stem):
+    """The text of the shipped file ``published/<kind>/<stem>.json``."""
+    return resources.files("nasseg_tf.search_space").joinpath(
+        "published", kind, f"{stem}.json").read_text(encoding="utf-8")
 
 
 def published_genotypes():
-    """Names of the genotype JSON files shipped in ``nasseg_tf/models/genotypes``."""
-    folder = resources.files(_PACKAGE_DIR).joinpath("genotypes")
-    return tuple(sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json")))
+    """Names of the genotypes shipped in ``nasseg_tf/search_space/published/genotypes``."""
+    return published_names("genotypes")
 
 
 def load_genotype(name_or_path):
@@ -271,8 +295,7 @@ def load_genotype(name_or_path):
             raise GenotypeError(
                 f"unknown genotype {name_or_path!r}: not a file and not a published name; "
                 f"published: {', '.join(known)}")
-        text = resources.files(_PACKAGE_DIR).joinpath(
-            "genotypes", f"{name_or_path}.json").read_text(encoding="utf-8")
+        text = read_published("genotypes", name_or_path)
         where = f"published genotype {name_or_path!r}"
     try:
         return NetworkGenotype.from_json(text)

@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import weakref
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -29,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nasseg_tf import visualize
+from nasseg_tf import fileio, visualize
 from nasseg_tf.data.datasets import DatasetInfo
 from nasseg_tf.train.metrics import ConfusionMatrix
 from nasseg_tf.train.metrics import confusion_matrix_tf
@@ -342,9 +341,10 @@ def _json_default(value):
 def write_results_json(results: Dict, path: str) -> str:
     """Writes ``results`` as indented JSON with sorted keys, atomically.
 
-    The text goes to a temporary file in the same folder that is then renamed over
-    ``path`` (``os.replace``), so readers see the old file or the complete new one,
-    never a half-written one. numpy and TensorFlow scalars and arrays are converted.
+    The text goes through :func:`nasseg_tf.fileio.atomic_write_text` (a temporary
+    file flushed to disk and renamed over ``path``), so readers see the old file or the
+    complete new one, never a half-written one. numpy and TensorFlow scalars and arrays
+    are converted.
 
     Returns:
         ``path``.
@@ -353,17 +353,7 @@ def write_results_json(results: Dict, path: str) -> str:
         TypeError: If a value cannot be written as JSON (nothing is written then).
     """
     text = json.dumps(results, sort_keys=True, indent=2, default=_json_default) + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    fileio.atomic_write_text(path, text)
     return path
 
 

@@ -1,38 +1,37 @@
-"""Gin-configured experiments: train, evaluate and predict with zoo models.
+"""Experiments: train, evaluate and restore zoo models from configuration value objects.
 
-A gin file sets four groups (see ``gin/``)::
+A run is described by four groups (gin names in parentheses; the command line binds
+them from ``gin/`` files, see :mod:`nasseg_tf.cli.configs`)::
 
-    Model.name = 'autodeeplab_s'           # any zoo name; Model.overrides = {...}
-    Data.dataset = 'cityscapes'            # registry name (classes, ignore label)
+    Model.name = 'autodeeplab_s'           # ModelConfig: any zoo name; Model.overrides
+    Data.dataset = 'cityscapes'            # DataConfig: registry name, patterns
     Data.train_pattern = '/data/cs/train-*.tfrecord'
-    Training.steps = 1500000               # + batch, crop, LR schedule, strategy ...
-    Evaluation.scales = (1.0,)             # + flip, max_images ...
+    Training.steps = 1500000               # TrainConfig: batch, crop, LR, strategy ...
+    Evaluation.scales = (1.0,)             # EvalConfig: flip, max_images ...
 
 ``Data.dataset = 'demo'`` with no patterns generates the procedural demo dataset on
 first use. Every run writes into its model_dir: ``command_line.txt``, ``config.gin``
-(the full configuration, enough to rebuild the model) and ``operative_config.gin``
-(what was actually used), checkpoints, TensorBoard summaries, ``eval_results.json``
-and prediction pictures. All files are written atomically.
+(the full resolved configuration, enough to rebuild the model from the folder alone),
+the searched genotype / DPC cell it uses, ``run_info.json``, checkpoints (each with the
+architecture's fingerprint), TensorBoard summaries, ``eval_results.json`` and
+prediction pictures. All files are written atomically.
 """
 
 import dataclasses
-import json
 import os
-import shlex
-import sys
 
-import gin
 import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from nasseg_tf.data import build_dataset, ensure_demo_dataset, get_dataset_info
-from nasseg_tf.fileio import atomic_write_text, temp_path
+from nasseg_tf import runfiles
+from nasseg_tf.data import build_dataset, get_dataset_info
+from nasseg_tf.data.inputs import DataConfig, train_input_fn
+from nasseg_tf.fileio import atomic_path
 from nasseg_tf.layers.common import synchronized_batch_norm
-from nasseg_tf.models import zoo
 from nasseg_tf.train import strategies
-from nasseg_tf.train.checkpointing import variables_by_path
+from nasseg_tf.train.checkpointing import check_architecture, variables_by_path
 from nasseg_tf.train.loop import TrainLoop
 from nasseg_tf.train.segmentation import SegmentationTask, make_learning_rate
 
@@ -41,71 +40,17 @@ from nasseg_tf.train.segmentation import SegmentationTask, make_learning_rate
 # Configuration groups.
 
 
-@gin.configurable("Model")
-def build_model(num_classes, name=gin.REQUIRED, overrides=None, genotype=None,
-                dpc_cell=None):
-    """The zoo model ``name`` with ``overrides`` (e.g. ``{'aspp_rates': (6, 12, 18)}``).
-
-    ``genotype`` (a genotype name or a JSON path, e.g. a search's ``genotype.json``)
-    is a shortcut for ``overrides['genotype']`` that keeps the other overrides of the
-    gin file, so retraining a searched result is one binding:
-    ``--gin_bindings="Model.genotype = 'runs/search/genotype.json'"``. With it, a
-    ``path`` override is dropped: the genotype's own path is used. ``dpc_cell`` does
-    the same for DPC models (a published cell name or a DPC search's cell JSON):
-    ``--gin_bindings="Model.dpc_cell = 'runs/dpc/best_cell.json'"``.
-    """
-    overrides = dict(overrides or {})
-    if genotype is not None:
-        overrides["genotype"] = genotype
-        overrides.pop("path", None)
-    if dpc_cell is not None:
-        overrides["dpc_cell"] = dpc_cell
-    return zoo.build(name, num_classes=num_classes, **overrides)
-
-
-@gin.configurable("Data")
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Where the data is. ``dataset`` names the registry entry (classes, palette).
-
-    For ``demo`` without patterns the demo dataset is generated into ``data_dir``
-    (default: ``<model_dir>/../demo_data``) with the ``demo_*`` settings.
-    """
-
-    dataset: str = "demo"
-    train_pattern: str = None
-    eval_pattern: str = None
-    data_dir: str = None
-    demo_num_train: int = 200
-    demo_num_val: int = 50
-    demo_size: tuple = (128, 128)
-    demo_seed: int = 0
-
-    def resolve(self, model_dir):
-        """``(DatasetInfo, train_pattern, eval_pattern)``; generates demo data if needed."""
-        info = get_dataset_info(self.dataset)
-        train, evaluation = self.train_pattern, self.eval_pattern
-        if self.dataset == "demo" and not (train and evaluation):
-            data_dir = self.data_dir or os.path.join(
-                os.path.dirname(os.path.abspath(model_dir)), "demo_data")
-            patterns = ensure_demo_dataset(
-                data_dir, num_train=self.demo_num_train, num_val=self.demo_num_val,
-                height=self.demo_size[0], width=self.demo_size[1], seed=self.demo_seed)
-            train, evaluation = train or patterns["train"], evaluation or patterns["val"]
-        if not train:
-            raise ValueError(f"Data.train_pattern is not set for dataset {self.dataset!r}")
-        return info, train, evaluation
-
-
-@gin.configurable("Training")
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The training recipe. Defaults follow DeepLab (poly LR, momentum 0.9, wd 4e-5).
+    """The training recipe (gin ``Training``). Defaults follow DeepLab (poly LR,
+    momentum 0.9, wd 4e-5).
 
     ``batch_size`` is the global batch (split over replicas). ``sync_batch_norm``
     makes every batch norm use the statistics of the global batch under a multi-replica
     strategy (:func:`~nasseg_tf.layers.common.synchronized_batch_norm`).
     """
+
+    GIN_NAME = "Training"
 
     steps: int = 1000
     batch_size: int = 8
@@ -136,10 +81,12 @@ class TrainConfig:
     deterministic: bool = False
 
 
-@gin.configurable("Evaluation")
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation settings: multi-scale + flip inference, how many images, pictures."""
+    """Evaluation settings (gin ``Evaluation``): multi-scale + flip inference, how many
+    images, pictures."""
+
+    GIN_NAME = "Evaluation"
 
     scales: tuple = (1.0,)
     flip: bool = False
@@ -148,62 +95,7 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------------------
-# Files in the model dir.
-
-
-_atomic_write = atomic_write_text
-
-
-def parse_gin(gin_files=(), gin_bindings=(), finalize=True):
-    """Parses gin files and bindings; errors name the bad file or binding.
-
-    Every configurable of the package is registered first (the search modules register
-    theirs on import, and gin refuses new ones once a config is finalised). Each file
-    and each binding is parsed on its own, so that any parse failure (gin raises
-    ``ValueError``, ``KeyError``, ``SyntaxError``, ``tokenize.TokenError``, ...) becomes
-    one ``ValueError`` naming the file or binding it came from.
-    """
-    # pylint: disable=import-outside-toplevel,unused-import
-    from nasseg_tf.search import autodeeplab_search  # noqa: F401  (Supernet, Search)
-    from nasseg_tf.search import dpc_proxy, dpc_tuner  # noqa: F401  (Proxy, DPCSearch, ...)
-
-    gin.clear_config()
-    for path in gin_files:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"gin file not found: {path}")
-        # Let `include` lines resolve relative to the file and to its parents.
-        folder = os.path.dirname(os.path.abspath(path))
-        for _ in range(3):
-            gin.add_config_file_search_path(folder)
-            folder = os.path.dirname(folder)
-    sources = [(gin.parse_config_file, path, f"gin file {path}") for path in gin_files]
-    sources += [(gin.parse_config, binding, f"gin binding {binding!r}")
-                for binding in gin_bindings]
-    for parse, source, where in sources:
-        try:
-            parse(source)
-        except Exception as e:  # pylint: disable=broad-except  (any parse failure)
-            gin.clear_config()
-            raise ValueError(f"bad gin configuration in {where}: "
-                             f"{type(e).__name__}: {e}") from None
-    if finalize:
-        gin.finalize()
-
-
-def write_run_files(model_dir, argv=None):
-    """Saves the command line and the full gin configuration into ``model_dir``."""
-    argv = sys.argv if argv is None else argv
-    _atomic_write(os.path.join(model_dir, "command_line.txt"), shlex.join(argv) + "\n")
-    _atomic_write(os.path.join(model_dir, "config.gin"), gin.config_str())
-
-
-def write_operative_config(model_dir):
-    _atomic_write(os.path.join(model_dir, "operative_config.gin"),
-                  gin.operative_config_str())
-
-
-def write_json(path, obj):
-    _atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+# The run's strategy.
 
 
 def make_run_strategy(cfg, model_dir=None):
@@ -217,7 +109,7 @@ def make_run_strategy(cfg, model_dir=None):
                                         num_gpus=getattr(cfg, "num_gpus", None))
     described = strategies.describe(strategy)
     if model_dir is not None and _is_chief(strategy):
-        write_json(os.path.join(model_dir, "run_info.json"),
+        runfiles.write_json(os.path.join(model_dir, runfiles.RUN_INFO),
                    dict(described, tensorflow=tf.__version__, keras=keras.__version__))
     devices = ", ".join(d.rsplit("/", 1)[-1] for d in described["devices"])
     print(f"replicas: {described['replicas']} ({described['strategy']}"
@@ -229,26 +121,6 @@ def make_run_strategy(cfg, model_dir=None):
 # Train.
 
 
-def train_input_fn(info, pattern, cfg, subset=None, seed_offset=0):
-    """``(input_context, start_batch) -> dataset`` of per-replica training batches.
-
-    ``cfg`` is any config with the training-input fields (``batch_size`` global,
-    ``crop_size``, ``min_scale``, ``max_scale``, ``base_scale``, ``shuffle_buffer``,
-    ``seed``; ``scale_step`` optional): :class:`TrainConfig` or the search's config.
-    ``subset`` selects a fixed record subset (the search's trainA / trainB halves).
-    """
-    def input_fn(ctx, start_batch):
-        return build_dataset(
-            pattern, num_classes=info.num_classes, ignore_label=info.ignore_label,
-            training=True, batch_size=ctx.get_per_replica_batch_size(cfg.batch_size),
-            crop_size=tuple(cfg.crop_size), min_scale=cfg.min_scale,
-            max_scale=cfg.max_scale, scale_step=getattr(cfg, "scale_step", None),
-            base_scale=cfg.base_scale, shuffle_buffer=cfg.shuffle_buffer,
-            seed=cfg.seed + seed_offset, input_context=ctx, start_batch=start_batch,
-            subset=subset)
-    return input_fn
-
-
 def _is_chief(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
@@ -258,15 +130,23 @@ def _is_chief(strategy):
         and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def train(model_dir, progress=True, argv=None):
-    """Trains the gin-configured model; resumes from the latest checkpoint in ``model_dir``.
+def train(model_dir, model, data=None, training=None, evaluation=None, progress=True,
+          argv=None):
+    """Trains ``model`` (a :class:`ModelConfig`); resumes from ``model_dir``'s checkpoint.
+
+    Args:
+      model_dir: the run folder (created).
+      model, data, training, evaluation: the run's configuration value objects
+        (defaults: ``DataConfig()``, ``TrainConfig()``, ``EvalConfig()``).
+      progress: show a progress bar.
+      argv: the command line to record (default ``sys.argv``).
 
     Returns:
       dict with ``metrics`` (last step), ``model``, ``loop`` (its ``history``), ``eval``
       (the full results of the final evaluation, or None), ``dataset_info`` and
       ``eval_pattern``.
     """
-    cfg, data, eval_cfg = TrainConfig(), DataConfig(), EvalConfig()
+    cfg = training or TrainConfig()
     os.makedirs(model_dir, exist_ok=True)
     strategy = make_run_strategy(cfg, model_dir)  # first: before the runtime starts
     keras.utils.set_random_seed(cfg.seed)
@@ -276,29 +156,34 @@ def train(model_dir, progress=True, argv=None):
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy(cfg.mixed_precision)
     try:
-        return _train(model_dir, strategy, cfg, data, eval_cfg, progress, argv)
+        return _train(model_dir, strategy, model, data or DataConfig(), cfg,
+                      evaluation or EvalConfig(), progress, argv)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(model_dir, strategy, cfg, data, eval_cfg, progress, argv):
+def _train(model_dir, strategy, model_cfg, data, cfg, eval_cfg, progress, argv):
     chief = _is_chief(strategy)
     info, train_pattern, eval_pattern = data.resolve(model_dir)
+    saved_model_cfg, model_cfg = model_cfg.resolve(model_dir, write=chief)
     if chief:
-        write_run_files(model_dir, argv)
+        runfiles.write_run_files(
+            model_dir, [saved_model_cfg, data.resolved(model_dir), cfg, eval_cfg], argv)
 
     learning_rate = make_learning_rate(cfg.schedule, cfg.learning_rate, cfg.steps,
                                        cfg.end_learning_rate, cfg.power, cfg.warmup_steps)
+
     def model_fn():
         with synchronized_batch_norm(cfg.sync_batch_norm):
-            return build_model(info.num_classes)
+            return model_cfg.build(info.num_classes)
 
     task = SegmentationTask(
         model_fn=model_fn,
         input_fn=train_input_fn(info, train_pattern, cfg),
         learning_rate=learning_rate, momentum=cfg.momentum,
         weight_decay=cfg.weight_decay, ignore_label=info.ignore_label,
-        loss_scale=cfg.mixed_precision == "mixed_float16", total_steps=cfg.steps)
+        loss_scale=cfg.mixed_precision == "mixed_float16", total_steps=cfg.steps,
+        architecture=model_cfg.architecture())
 
     last_eval = {}
 
@@ -318,7 +203,6 @@ def _train(model_dir, strategy, cfg, data, eval_cfg, progress, argv):
                      max_weight_growth=cfg.max_weight_growth)
     metrics = loop.run()
     if chief:
-        write_operative_config(model_dir)
         save_keras_model(task.model, os.path.join(model_dir, "model.keras"))
     return {"metrics": metrics, "model": task.model, "loop": loop,
             "eval": dict(last_eval) or None, "dataset_info": info,
@@ -326,38 +210,44 @@ def _train(model_dir, strategy, cfg, data, eval_cfg, progress, argv):
 
 
 def save_keras_model(model, path):
-    """Saves a ``.keras`` file atomically."""
-    tmp = temp_path(path, ".keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    """Saves a ``.keras`` file atomically (:func:`nasseg_tf.fileio.atomic_path`)."""
+    with atomic_path(path, ".keras") as tmp:  # Keras wants the extension
+        model.save(tmp)
 
 
 # --------------------------------------------------------------------------------------
 # Evaluate / restore.
 
 
-def restore_model(model_dir, checkpoint=None):
-    """Rebuilds the model from ``model_dir/config.gin`` and restores its weights.
+def restore_model(model_dir, model, data, checkpoint=None):
+    """Rebuilds a run's model from its configuration and restores its weights.
 
     Args:
-      model_dir: a training run's folder.
+      model_dir: a training run's folder (relative architecture files in its config,
+        e.g. ``genotype.json``, are looked up here).
+      model, data: the run's :class:`ModelConfig` and :class:`DataConfig` (read from
+        its ``config.gin`` by the command line).
       checkpoint: a checkpoint path; default the latest in ``model_dir/checkpoints``.
+
     Returns:
       ``(model, DatasetInfo, step)``.
+
+    Raises:
+      ArchitectureMismatchError: the checkpoint records another architecture (e.g. a
+        genotype edited since), naming the difference.
     """
-    config = os.path.join(model_dir, "config.gin")
-    if not os.path.exists(config):
-        raise FileNotFoundError(f"{config} not found: is {model_dir} a training run?")
     checkpoint = checkpoint or tf.train.latest_checkpoint(
         os.path.join(model_dir, "checkpoints"))
     if checkpoint is None:
-        raise FileNotFoundError(f"no checkpoint in {model_dir}/checkpoints")
-    info = get_dataset_info(DataConfig().dataset)
-    model = build_model(info.num_classes)
+        raise FileNotFoundError(f"no checkpoint in {model_dir}/checkpoints: is it a "
+                                "training run?")
+    check_architecture(checkpoint, model.architecture(base_dir=model_dir))
+    info = get_dataset_info(data.dataset)
+    keras_model = model.build(info.num_classes, base_dir=model_dir)
     step = tf.Variable(0, dtype=tf.int64)
-    ckpt = tf.train.Checkpoint(model=variables_by_path(model.variables), step=step)
+    ckpt = tf.train.Checkpoint(model=variables_by_path(keras_model.variables), step=step)
     ckpt.restore(checkpoint).expect_partial().assert_existing_objects_matched()
-    return model, info, int(step.numpy())
+    return keras_model, info, int(step.numpy())
 
 
 def run_evaluation(model, info, eval_pattern, eval_cfg, model_dir, step=None,
@@ -374,7 +264,7 @@ def run_evaluation(model, info, eval_pattern, eval_cfg, model_dir, step=None,
         class_names=info.class_names, scales=tuple(eval_cfg.scales), flip=eval_cfg.flip,
         max_images=eval_cfg.max_images, progress=progress)
     results["step"] = step
-    write_json(os.path.join(model_dir, "eval_results.json"), results)
+    runfiles.write_json(os.path.join(model_dir, "eval_results.json"), results)
     pictures = os.path.join(model_dir, "pictures")
     drawn = []
     for i, (image, label) in enumerate(dataset.take(eval_cfg.num_pictures)):
@@ -396,9 +286,10 @@ def run_evaluation(model, info, eval_pattern, eval_cfg, model_dir, step=None,
     return results
 
 
-def evaluate_model_dir(model_dir, checkpoint=None, progress=True):
-    """Evaluates a run's checkpoint with the gin-configured data and settings."""
-    model, info, step = restore_model(model_dir, checkpoint)
-    _, _, eval_pattern = DataConfig().resolve(model_dir)
-    return run_evaluation(model, info, eval_pattern, EvalConfig(), model_dir, step=step,
-                          progress=progress)
+def evaluate_model_dir(model_dir, model, data, evaluation=None, checkpoint=None,
+                       progress=True):
+    """Evaluates a run's checkpoint (:func:`restore_model`) with ``evaluation``."""
+    keras_model, info, step = restore_model(model_dir, model, data, checkpoint)
+    _, _, eval_pattern = data.resolve(model_dir)
+    return run_evaluation(keras_model, info, eval_pattern, evaluation or EvalConfig(),
+                          model_dir, step=step, progress=progress)

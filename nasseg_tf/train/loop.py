@@ -39,6 +39,8 @@ import keras
 import tensorflow as tf
 
 from nasseg_tf.fileio import clean_stale_temps
+from nasseg_tf.train.checkpointing import (ARCHITECTURE_ITEM, architecture_variable,
+                                           check_architecture)
 
 
 class DivergedError(FloatingPointError):
@@ -134,6 +136,15 @@ class Task:
         """``{name: float}`` learning rates at ``step`` (for display and summaries)."""
         return {}
 
+    def architecture(self):
+        """A JSON-able description of what is trained, or None.
+
+        Stored in every checkpoint; resuming from a checkpoint of another architecture
+        then fails naming the difference instead of silently restoring the weights
+        that happen to match (:func:`~nasseg_tf.train.checkpointing.check_architecture`).
+        """
+        return None
+
 
 class TrainLoop:
     """Runs a :class:`Task` for ``total_steps`` steps under ``strategy``.
@@ -189,8 +200,15 @@ class TrainLoop:
             self.task.build()
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         items = self.task.checkpoint_items()
-        self.checkpoint = tf.train.Checkpoint(step=self.step, **items)
         remove_interrupted_saves(self._checkpoint_dir())
+        architecture = self.task.architecture()
+        extra = {}
+        if architecture is not None:
+            latest = tf.train.latest_checkpoint(self._checkpoint_dir())
+            if latest:
+                check_architecture(latest, architecture)
+            extra[ARCHITECTURE_ITEM] = architecture_variable(architecture)
+        self.checkpoint = tf.train.Checkpoint(step=self.step, **items, **extra)
         if self.is_chief:  # e.g. a model.keras temporary of a killed run
             clean_stale_temps(self.model_dir)
         self.manager = tf.train.CheckpointManager(

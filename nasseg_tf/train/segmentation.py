@@ -63,10 +63,13 @@ class SegmentationTask(Task):
       total_steps: the run's length. Before each step, every scalar variable of the
         model named ``training_progress`` (layers with a schedule, e.g. scheduled drop
         path) is set to ``step / total_steps``.
+      architecture: JSON-able description of the model for checkpoint fingerprints
+        (:meth:`Task.architecture`), or None.
     """
 
     def __init__(self, model_fn, input_fn, learning_rate, momentum=0.9,
-                 weight_decay=4e-5, ignore_label=255, loss_scale=False, total_steps=None):
+                 weight_decay=4e-5, ignore_label=255, loss_scale=False, total_steps=None,
+                 architecture=None):
         self.model_fn = model_fn
         self.input_fn = input_fn
         self.learning_rate = learning_rate
@@ -75,6 +78,7 @@ class SegmentationTask(Task):
         self.ignore_label = ignore_label
         self.loss_scale = loss_scale
         self.total_steps = total_steps
+        self._architecture = architecture
         self.model = None
         self.optimizer = None
         self.progress_variables = []
@@ -94,6 +98,9 @@ class SegmentationTask(Task):
 
     def checkpoint_items(self):
         return checkpoint_items(model=self.model, optimizer=self.optimizer)
+
+    def architecture(self):
+        return self._architecture
 
     def make_inputs(self, strategy, start_step):
         return (strategy.distribute_datasets_from_function(

@@ -44,13 +44,6 @@ def make_strategy(name="default", **kwargs):
     return factory(**kwargs)
 
 
-def _runtime_started():
-    # Public API has no "is initialised" query; the eager context keeps the flag.
-    from tensorflow.python.eager import context  # pylint: disable=import-outside-toplevel
-
-    return bool(getattr(context.context(), "_initialized", False))
-
-
 def configure_cpu_devices(num_cpu_devices):
     """Splits the physical CPU into ``num_cpu_devices`` logical devices.
 

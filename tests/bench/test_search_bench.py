@@ -1,10 +1,14 @@
 """The search benchmark: Multiply-Add counting from graphs, and a toy-size run."""
 
+import pytest
 import keras
 import tensorflow as tf
 
 from nasseg_tf import counting
 from nasseg_tf.bench.search_bench import bench_search, graph_madds
+
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
 
 
 def test_graph_madds_agrees_with_the_layer_counter_including_atrous_convs():

@@ -11,6 +11,9 @@ import tensorflow as tf
 
 from nasseg_tf import zoo
 
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
+
 
 def _run(module, *args, timeout=300):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -19,7 +22,7 @@ def _run(module, *args, timeout=300):
 
 
 def test_zoo_describe_json_reports_params_madds_and_context():
-    result = _run("nasseg_tf.cli.zoo", "describe", "autodeeplab_s", "--num_classes=19",
+    result = _run("nasseg_tf.cli.zoo_tool", "describe", "autodeeplab_s", "--num_classes=19",
                   "--input_size=65x129", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -29,9 +32,9 @@ def test_zoo_describe_json_reports_params_madds_and_context():
 
 
 def test_zoo_list_and_unknown_name():
-    listed = _run("nasseg_tf.cli.zoo", "list")
+    listed = _run("nasseg_tf.cli.zoo_tool", "list")
     assert "autodeeplab_m" in listed.stdout
-    bad = _run("nasseg_tf.cli.zoo", "describe", "resnet50")
+    bad = _run("nasseg_tf.cli.zoo_tool", "describe", "resnet50")
     assert bad.returncode == 2 and "known models: autodeeplab_l" in bad.stderr
 
 
@@ -50,7 +53,7 @@ def test_export_cli_writes_a_servable_model(tmp_path):
     np.testing.assert_array_equal(semantic.numpy(), expected)
 
 
-@pytest.mark.parametrize("module", ["nasseg_tf.cli.zoo", "nasseg_tf.cli.export",
+@pytest.mark.parametrize("module", ["nasseg_tf.cli.zoo_tool", "nasseg_tf.cli.export",
                                     "nasseg_tf.cli.demo",
                                     "nasseg_tf.cli.search_autodeeplab"])
 def test_help_describes_the_tool(module):

@@ -1,9 +1,14 @@
 """``make demo`` end to end at toy size: search → decode → retrain → eval → export."""
 
+import pytest
 import os
 
+from nasseg_tf.internals import flatten_layers
 from nasseg_tf.cli.demo import run_demo
 from nasseg_tf.search_space.genotypes import load_genotype
+
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
 
 DATA = ["Data.demo_num_train = 8", "Data.demo_num_val = 2", "Data.demo_size = (40, 40)"]
 
@@ -28,7 +33,7 @@ def test_demo_searches_retrains_the_result_and_reports(tmp_path):
     searched = load_genotype(os.path.join(out["search_dir"], "genotype.json"))
     assert searched == out["genotype"] and len(searched.path) == 3
     # The retrained model is the searched one: its 3-layer path, not the gin's 'path'.
-    cells = {layer.name for layer in out["model"]._flatten_layers(include_self=False)
+    cells = {layer.name for layer in flatten_layers(out["model"])
              if layer.name.startswith("cell_") and layer.name[5:].isdigit()}
     assert cells == {"cell_0", "cell_1", "cell_2"}, cells
     assert os.path.isdir(out["export_dir"]) and os.path.getsize(out["overlay"]) > 1000

@@ -1,5 +1,6 @@
 """``nasseg-export``'s input limit flag."""
 
+import pytest
 import os
 import subprocess
 import sys
@@ -7,6 +8,9 @@ import sys
 import keras
 
 from nasseg_tf.export import load_metadata
+
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
 
 TOOL = os.path.join(os.path.dirname(sys.executable), "nasseg-export")
 

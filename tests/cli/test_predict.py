@@ -13,6 +13,9 @@ from nasseg_tf.cli import predict
 from nasseg_tf.data import get_dataset_info
 from nasseg_tf.export import dataset_metadata, export_saved_model
 
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
+
 TOOL = os.path.join(os.path.dirname(sys.executable), "nasseg-predict")
 
 

@@ -13,6 +13,9 @@ import pytest
 
 from nasseg_tf.search_space.dpc import DPCSearchSpace, load_dpc_cell
 
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPACE = DPCSearchSpace()
 SYNTHETIC = ("DPCSearch.objective = 'synthetic'", "DPCSearch.verbose = True",

@@ -196,7 +196,8 @@ def test_cli_flags_convert_the_generic_layout(generic_root, tmp_path):
     build_data_cli.define_flags(flag_values)
     flag_values(["build_data", "--dataset=generic", f"--root={generic_root[0]}",
                  f"--output_dir={out}", "--num_classes=4", "--num_shards=1", "--splits=val"])
-    build_data_cli.convert(flag_values)
+    build_data_cli.convert(**{name: flag_values[name].value for name in (
+        "dataset", "root", "output_dir", "splits", "num_shards", "num_classes")})
     assert os.listdir(out) == ["val-00000-of-00001.tfrecord"]
 
 

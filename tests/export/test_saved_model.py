@@ -16,6 +16,9 @@ from nasseg_tf.export import (DEFAULT_MAX_PIXELS, export_saved_model, load_metad
                               load_serving, serving_input_error)
 from nasseg_tf.fileio import temp_path
 
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from layer_checks import check_layer
+from nasseg_tf.internals import flatten_layers
 from nasseg_tf.layers.common import ConvBN, pad_for_stride
 
 
@@ -51,7 +52,7 @@ def _per_replica_outputs(make_layer, x, sync):
 @pytest.mark.parametrize("kind", ["keras", "search"])
 def test_synchronized_batch_norm_uses_the_global_batch(kind):
     from nasseg_tf.layers.common import batch_norm  # pylint: disable=import-outside-toplevel
-    from nasseg_tf.search.batched_cell import SearchBatchNorm  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.search.autodeeplab.batched_cell import SearchBatchNorm  # pylint: disable=import-outside-toplevel
 
     make = ((lambda: batch_norm("bn", momentum=0.5)) if kind == "keras"
             else (lambda: SearchBatchNorm(affine=True, momentum=0.5)))
@@ -71,11 +72,11 @@ def test_models_built_inside_the_block_have_only_synchronized_batch_norms():
     import keras  # pylint: disable=import-outside-toplevel
     from nasseg_tf import zoo  # pylint: disable=import-outside-toplevel
     from nasseg_tf.layers.common import synchronized_batch_norm  # pylint: disable=import-outside-toplevel
-    from nasseg_tf.search.batched_cell import SearchBatchNorm  # pylint: disable=import-outside-toplevel
-    from nasseg_tf.search.supernet import AutoDeepLabSupernet  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.search.autodeeplab.batched_cell import SearchBatchNorm  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.search.autodeeplab.supernet import AutoDeepLabSupernet  # pylint: disable=import-outside-toplevel
 
     def norms(model):
-        return [l for l in model._flatten_layers()
+        return [l for l in flatten_layers(model)
                 if isinstance(l, (keras.layers.BatchNormalization, SearchBatchNorm))]
 
     with synchronized_batch_norm():

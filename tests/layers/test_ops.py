@@ -6,7 +6,7 @@ import pytest
 
 from layer_checks import check_layer
 from nasseg_tf.layers import ops as ops_lib
-from nasseg_tf.search_space.primitives import PRIMITIVES
+from nasseg_tf.search_space.autodeeplab import PRIMITIVES
 
 SHAPE = (2, 9, 11, 6)
 

@@ -14,6 +14,9 @@ from nasseg_tf.models.mobilenet_v2 import (atrous_schedule, make_divisible,
 from nasseg_tf.layers.common import ConvBN
 from nasseg_tf.models.xception import XceptionSeparableConv, xception_backbone
 
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
+
 
 def _model(backbone_fn, **kwargs):
     images = keras.Input(shape=(None, None, 3), name="images")

@@ -9,10 +9,14 @@ import numpy as np
 import pytest
 
 from layer_checks import run_on_jax
+import gin_runs
+from nasseg_tf.cli import configs
 from nasseg_tf import zoo
 from nasseg_tf.counting import count, describe
 from nasseg_tf.data import ensure_demo_dataset
-from nasseg_tf.train import experiment
+
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "gin", "test", "tiny.gin")
@@ -86,16 +90,16 @@ def test_searched_cell_retrains_with_nasseg_train(tmp_path):
     data_dir = str(tmp_path / "data")
     ensure_demo_dataset(data_dir, num_train=8, num_val=2, height=40, width=40, seed=0)
     model_dir = str(tmp_path / "run")
-    experiment.parse_gin([TINY], [
+    configs.parse([TINY], [
         f"Data.data_dir = '{data_dir}'", "Model.name = 'mobilenetv2_dpc'",
         "Model.overrides = {'depth_multiplier': 0.25, 'context_filters': 8, "
         "'bn_momentum': 0.9}",
         f"Model.dpc_cell = '{cell}'", "Training.steps = 3"])
-    out = experiment.train(model_dir, progress=False, argv=["nasseg-train"])
+    out = gin_runs.train(model_dir, progress=False, argv=["nasseg-train"])
     assert np.isfinite(out["metrics"]["loss"])
     context = out["model"].get_layer("context")
     assert context.cell.to_config() == POOL_CELL
-    restored, _, step = experiment.restore_model(model_dir)
+    restored, _, step = gin_runs.restore(model_dir)
     assert step == 3
     assert restored.get_layer("context").cell.to_config() == POOL_CELL
 

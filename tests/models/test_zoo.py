@@ -11,6 +11,9 @@ from layer_checks import run_on_jax
 from nasseg_tf import zoo
 from nasseg_tf.counting import count
 
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
+
 
 @pytest.mark.parametrize("name,paper_params,backbone_params", [
     ("autodeeplab_s", 10.15e6, 7.03e6),

@@ -20,8 +20,9 @@ TOP1 = [{"kernel": 3, "rate": [1, 6], "op": "conv", "input": -1},
 
 def test_published_top1_cell_loads_verbatim_by_name_and_alias():
     assert "dense_prediction_cell_branch5_top1_cityscapes" in published_dpc_cells()
-    text = resources.files("nasseg_tf.models").joinpath(
-        "dpc_cells", "dense_prediction_cell_branch5_top1_cityscapes.json").read_text()
+    text = resources.files("nasseg_tf.search_space").joinpath(
+        "published", "dpc_cells", "dense_prediction_cell_branch5_top1_cityscapes.json"
+    ).read_text()
     assert json.loads(text) == TOP1
     for name in ("dpc_top1_cityscapes", "dense_prediction_cell_branch5_top1_cityscapes"):
         cell = load_dpc_cell(name)

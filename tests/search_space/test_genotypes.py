@@ -89,3 +89,16 @@ def test_unknown_genotype_name_lists_published_ones():
 def test_official_converter_rejects_unknown_ops():
     with pytest.raises(G.GenotypeError, match=r"operations\[0\]: unknown op 'conv'"):
         G.from_official(["conv", "atrous_3x3"], [0, 1], [0])
+
+
+def test_genotype_json_carries_a_version_and_old_files_still_load(tmp_path):
+    genotype = G.load_genotype("autodeeplab_cityscapes")
+    path = str(tmp_path / "g.json")
+    genotype.save(path)
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    assert saved["version"] == G.GENOTYPE_VERSION == 1
+    old = {k: v for k, v in saved.items() if k != "version"}  # written before versions
+    assert G.NetworkGenotype.from_config(old) == genotype
+    with pytest.raises(G.GenotypeError, match=r"genotype.version: 2 .*newer"):
+        G.NetworkGenotype.from_config(dict(saved, version=2))

@@ -1,7 +1,13 @@
-"""Checkpoint keys: stable across processes and what else a process has built."""
+"""Checkpoint keys (stable across processes and what else a process has built) and the
+architecture fingerprint."""
+
+import pytest
+import tensorflow as tf
 
 from nasseg_tf.models import zoo
-from nasseg_tf.train.checkpointing import variables_by_path
+from nasseg_tf.train.checkpointing import (ArchitectureMismatchError,
+                                           architecture_differences, architecture_variable,
+                                           check_architecture, variables_by_path)
 
 
 def _keys():
@@ -16,3 +22,26 @@ def test_keys_do_not_depend_on_models_built_before():
     assert _keys() == first
     assert "seed_generator_states/0" in first
     assert "cell_1/prev_1x1/conv/kernel" in first
+
+
+def test_architecture_differences_name_each_changed_field():
+    saved = {"model": "a", "genotype": {"cell": {"blocks": [[["max_pool_3x3", 0]]]},
+                                        "path": [0, 1]}}
+    current = {"model": "a", "genotype": {"cell": {"blocks": [[["skip_connect", 0]]]},
+                                          "path": [0, 1, 2]}}
+    assert architecture_differences(saved, saved) == []
+    assert architecture_differences(saved, current) == [
+        "genotype.cell.blocks[0][0][0]: 'max_pool_3x3' (checkpoint) vs 'skip_connect' "
+        "(this model)",
+        "genotype.path.length: 2 (checkpoint) vs 3 (this model)",
+        "genotype.path[2]: '(absent)' (checkpoint) vs 2 (this model)"]
+
+
+def test_checkpoints_without_an_architecture_record_still_restore(tmp_path):
+    old = tf.train.Checkpoint(w=tf.Variable(1.0)).save(str(tmp_path / "old" / "ckpt"))
+    check_architecture(old, {"model": "anything"})  # written before fingerprints: passes
+    new = tf.train.Checkpoint(w=tf.Variable(1.0), architecture=architecture_variable(
+        {"model": "a"})).save(str(tmp_path / "new" / "ckpt"))
+    check_architecture(new, {"model": "a"})
+    with pytest.raises(ArchitectureMismatchError, match="model: 'a' .* vs 'b'"):
+        check_architecture(new, {"model": "b"})

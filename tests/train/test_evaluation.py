@@ -17,6 +17,9 @@ from nasseg_tf.data import get_dataset_info
 from nasseg_tf.models import zoo
 from nasseg_tf.train import evaluation
 
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
+
 NUM_CLASSES = 4
 CODE = 40.0  # the "perfect" test images store label * CODE in the red channel
 

@@ -1,6 +1,7 @@
 """Gin experiments end to end on tiny settings: train, files, eval/predict CLIs, bad data."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -10,9 +11,16 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import gin_runs
+from nasseg_tf.internals import flatten_layers
+from nasseg_tf.cli import configs
+from nasseg_tf.search_space.genotypes import CellGenotype, Edge, NetworkGenotype, load_genotype
+from nasseg_tf.train.checkpointing import ArchitectureMismatchError
 from nasseg_tf.data import ensure_demo_dataset, example_from_arrays, write_sharded
 from nasseg_tf.export import dataset_metadata, export_saved_model
-from nasseg_tf.train import experiment
+
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "gin", "test", "tiny.gin")
@@ -32,8 +40,8 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, data_dir):
     model_dir = str(tmp_path_factory.mktemp("run") / "model")
-    experiment.parse_gin([TINY], [f"Data.data_dir = '{data_dir}'"])
-    out = experiment.train(model_dir, progress=False, argv=["nasseg-train", "--tiny"])
+    configs.parse([TINY], [f"Data.data_dir = '{data_dir}'"])
+    out = gin_runs.train(model_dir, progress=False, argv=["nasseg-train", "--tiny"])
     return model_dir, out
 
 
@@ -55,10 +63,56 @@ def test_training_writes_every_run_file(tiny_run):
     assert 0.0 <= results["miou"] <= 1.0 and results["num_images"] == 2
 
 
+def _genotype(first_op="max_pool_3x3", block2_input=None):
+    """The published cell on a 4-layer path, block 0's first edge set to ``first_op``."""
+    published = load_genotype("autodeeplab_cityscapes")
+    blocks = [list(block) for block in published.cell.blocks]
+    blocks[0][0] = Edge(first_op, blocks[0][0].input)
+    if block2_input is not None:
+        blocks[2][0] = Edge(blocks[2][0].op, block2_input)
+    return NetworkGenotype(CellGenotype(tuple(tuple(b) for b in blocks)), (0, 0, 0, 1),
+                           "test").validate()
+
+
+def test_a_checkpoint_refuses_an_edited_genotype_and_names_the_difference(tmp_path,
+                                                                          data_dir):
+    genotype = _genotype()
+    source = str(tmp_path / "searched.json")
+    genotype.save(source)
+    model_dir = str(tmp_path / "run")
+    bindings = [f"Data.data_dir = '{data_dir}'", "Training.steps = 1",
+                "Training.eval_every = 0", f"Model.genotype = '{source}'"]
+    configs.parse([TINY], bindings)
+    gin_runs.train(model_dir)
+    # The run resolved the genotype once, copied it and binds its config to the copy.
+    copy = os.path.join(model_dir, "genotype.json")
+    assert load_genotype(copy) == genotype
+    assert "Model.genotype = 'genotype.json'" in open(
+        os.path.join(model_dir, "config.gin"), encoding="utf-8").read()
+    gin_runs.restore(model_dir)  # unchanged: restores
+
+    for edited, difference in (
+            (_genotype("skip_connect"), "genotype.cell.blocks[0][0][0]: 'max_pool_3x3' "
+                                        "(checkpoint) vs 'skip_connect' (this model)"),
+            (_genotype(block2_input=0), f"genotype.cell.blocks[2][0][1]: "
+                                        f"{genotype.cell.blocks[2][0].input} (checkpoint) "
+                                        "vs 0 (this model)")):
+        edited.save(copy)  # the run folder's genotype, edited after training
+        with pytest.raises(ArchitectureMismatchError) as error:
+            gin_runs.restore(model_dir)
+        assert difference in str(error.value)
+        # Resuming the training into the edited architecture fails the same way.
+        edited.save(source)
+        configs.parse([TINY], bindings[:1] + ["Training.steps = 2"] + bindings[2:])
+        with pytest.raises(ArchitectureMismatchError, match=re.escape(difference)):
+            gin_runs.train(model_dir)
+    genotype.save(source)
+
+
 def test_rerunning_a_finished_run_trains_nothing(tiny_run, data_dir):
     model_dir, _ = tiny_run
-    experiment.parse_gin([TINY], [f"Data.data_dir = '{data_dir}'"])
-    out = experiment.train(model_dir, progress=False)
+    configs.parse([TINY], [f"Data.data_dir = '{data_dir}'"])
+    out = gin_runs.train(model_dir, progress=False)
     assert out["metrics"]["step"] == 6 and out["loop"].history == []
 
 
@@ -104,9 +158,9 @@ def test_train_cli_reports_a_bad_binding(tmp_path):
 
 
 def test_unknown_dataset_is_named(tmp_path):
-    experiment.parse_gin([TINY], ["Data.dataset = 'kitti'"])
+    configs.parse([TINY], ["Data.dataset = 'kitti'"])
     with pytest.raises(ValueError, match="kitti.*cityscapes"):
-        experiment.train(str(tmp_path), progress=False)
+        gin_runs.train(str(tmp_path), progress=False)
 
 
 def test_bad_label_late_in_the_data_fails_before_the_first_step(tmp_path):
@@ -142,10 +196,10 @@ def test_bad_label_late_in_the_data_fails_before_the_first_step(tmp_path):
 
 def test_mixed_bfloat16_training_runs_and_restores_the_policy(tmp_path, data_dir):
     import keras  # pylint: disable=import-outside-toplevel
-    experiment.parse_gin([TINY], [f"Data.data_dir = '{data_dir}'", "Training.steps = 2",
+    configs.parse([TINY], [f"Data.data_dir = '{data_dir}'", "Training.steps = 2",
                                   "Training.mixed_precision = 'mixed_bfloat16'",
                                   "Training.eval_every = 0"])
-    out = experiment.train(str(tmp_path / "bf16"), progress=False)
+    out = gin_runs.train(str(tmp_path / "bf16"), progress=False)
     assert all(np.isfinite(h["loss"]) for h in out["loop"].history)
     assert out["model"].compute_dtype == "bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"
@@ -154,21 +208,21 @@ def test_mixed_bfloat16_training_runs_and_restores_the_policy(tmp_path, data_dir
 def test_sync_batch_norm_binding_builds_synchronized_batch_norms(tmp_path, data_dir):
     import keras  # pylint: disable=import-outside-toplevel
 
-    experiment.parse_gin([TINY], [f"Data.data_dir = '{data_dir}'", "Training.steps = 1",
+    configs.parse([TINY], [f"Data.data_dir = '{data_dir}'", "Training.steps = 1",
                                   "Training.sync_batch_norm = True"])
-    out = experiment.train(str(tmp_path / "run"), progress=False, argv=["nasseg-train"])
-    norms = [layer for layer in out["model"]._flatten_layers()
+    out = gin_runs.train(str(tmp_path / "run"), progress=False, argv=["nasseg-train"])
+    norms = [layer for layer in flatten_layers(out["model"])
              if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and all(n.synchronized for n in norms)
 
 
 def test_scheduled_drop_path_progress_follows_the_training_step(tmp_path, data_dir):
-    experiment.parse_gin([TINY], [
+    configs.parse([TINY], [
         f"Data.data_dir = '{data_dir}'", "Training.steps = 4",
         "Model.overrides = {'filter_multiplier': 4, 'aspp_filters': 8, "
         "'decoder_filters': 8, 'aspp_rates': (1, 2, 3), 'path': (0, 0, 0, 1), "
         "'bn_momentum': 0.9, 'drop_path_keep_prob': 0.7}"])
-    out = experiment.train(str(tmp_path / "run"), progress=False, argv=["nasseg-train"])
+    out = gin_runs.train(str(tmp_path / "run"), progress=False, argv=["nasseg-train"])
     progress = [v for v in out["model"].non_trainable_variables
                 if v.name == "training_progress"]
     assert len(progress) == 4  # one per cell

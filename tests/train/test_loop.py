@@ -13,9 +13,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import gin_runs
+from nasseg_tf.cli import configs
 from nasseg_tf.data import ensure_demo_dataset
-from nasseg_tf.train import experiment
 from nasseg_tf.train.loop import NonFiniteLossError, Task, TrainLoop
+
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "gin", "test", "tiny.gin")
@@ -54,6 +58,7 @@ def data_dir(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # ~1.5 min: two training runs, one killed (make test-all)
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data_dir):
     steps = ["Training.steps = 10", "Training.checkpoint_every = 2"]
     straight = str(tmp_path / "straight")
@@ -91,6 +96,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two workers over loopback gRPC (make test-all)
 def test_two_workers_end_with_identical_weights(tmp_path, data_dir):
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -196,9 +202,9 @@ def test_diverged_run_names_a_good_checkpoint_that_a_sane_rerun_resumes(tmp_path
     model_dir = str(tmp_path / "run")
 
     def train(*bindings):
-        experiment.parse_gin([TINY], [f"Data.data_dir = '{data_dir}'",
-                                      "Training.eval_every = 0", *bindings])
-        return experiment.train(model_dir, progress=False)
+        configs.parse([TINY], [f"Data.data_dir = '{data_dir}'",
+                               "Training.eval_every = 0", *bindings])
+        return gin_runs.train(model_dir, progress=False)
 
     train("Training.steps = 2")
     with pytest.raises(ArithmeticError, match="last good checkpoint is") as failure:
@@ -209,56 +215,3 @@ def test_diverged_run_names_a_good_checkpoint_that_a_sane_rerun_resumes(tmp_path
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")) == named
     assert _all_finite(named)
     assert train("Training.steps = 6")["metrics"]["step"] == 6
-
-
-def test_bad_gin_binding_is_a_clear_error():
-    with pytest.raises(ValueError, match="stepz"):
-        experiment.parse_gin([TINY], ["Training.stepz = 3"])
-    with pytest.raises(FileNotFoundError, match="nope.gin"):
-        experiment.parse_gin(["nope.gin"])
-    with pytest.raises(ValueError, match=r"gin binding 'Training.steps = \(3'"):
-        experiment.parse_gin([TINY], ["Training.steps = (3"])
-
-
-def test_gin_syntax_error_on_the_command_line_is_one_line(tmp_path):
-    bad = tmp_path / "bad.gin"
-    bad.write_text("Training.steps = (3\n")
-    for args in ([f"--gin_file={TINY}", "--gin_bindings=Training.steps = (3"],
-                 [f"--gin_file={bad}"]):
-        run = subprocess.run([sys.executable, "-m", "nasseg_tf.cli.train",
-                              f"--model_dir={tmp_path / 'run'}", *args], env=_env(),
-                             capture_output=True, text=True, timeout=300)
-        assert run.returncode == 2, run.stderr[-2000:]
-        assert "Traceback" not in run.stderr
-        assert "nasseg-train: error: bad gin configuration in gin " in run.stderr
-    assert not (tmp_path / "run").exists()
-
-
-GIN_FILES = sorted(glob.glob(os.path.join(REPO, "gin", "**", "*.gin"), recursive=True))
-
-
-@pytest.mark.parametrize("path", GIN_FILES, ids=[os.path.relpath(p, REPO) for p in GIN_FILES])
-def test_every_gin_file_parses_and_builds_its_model(path):
-    from nasseg_tf.search import autodeeplab_search  # registers Supernet / Search
-    experiment.parse_gin([path])
-    if os.path.basename(path).startswith("base_"):
-        return  # a fragment included by the others
-    from nasseg_tf.data import get_dataset_info  # pylint: disable=import-outside-toplevel
-    if os.path.basename(path).startswith("dpc_"):
-        from nasseg_tf.search import dpc_proxy, dpc_tuner  # pylint: disable=import-outside-toplevel
-        cfg, proxy = dpc_tuner.DPCSearchConfig(), dpc_proxy.ProxyConfig()
-        assert cfg.max_trials > 0 and proxy.steps > 0
-        get_dataset_info(experiment.DataConfig().dataset)
-        return
-    if os.sep + "search" + os.sep in path:
-        cfg = autodeeplab_search.SearchConfig()
-        info = get_dataset_info(experiment.DataConfig().dataset)
-        net = autodeeplab_search.build_supernet(info.num_classes)  # layers, no weights yet
-        assert net.num_layers >= 1 and 0 <= cfg.warmup_steps <= cfg.steps
-        return
-    data = experiment.DataConfig()
-    train_cfg = experiment.TrainConfig()
-    info = get_dataset_info(data.dataset)
-    model = experiment.build_model(info.num_classes)
-    assert model.output_shape[-1] == info.num_classes
-    assert train_cfg.steps > 0 and train_cfg.batch_size > 0

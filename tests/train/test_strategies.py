@@ -14,6 +14,9 @@ import pytest
 
 from nasseg_tf.data import ensure_demo_dataset
 
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "gin", "test", "tiny.gin")
 BIN = os.path.dirname(sys.executable)

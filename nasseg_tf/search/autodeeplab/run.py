@@ -1,0 +1,269 @@
+"""Auto-DeepLab bilevel search on the one training loop (Liu et al. 2019, §4.1).
+
+First-order alternation (DARTS-style): the training set is split into halves trainA and
+trainB (fixed record subsets); each step updates the network weights w on a trainA
+batch and, after ``warmup_steps``, the architecture parameters α, β on a trainB batch.
+
+* w: SGD, momentum 0.9, cosine learning rate 0.025 → 0.001, weight decay 3e-4;
+* α, β: Adam, learning rate 3e-3, weight decay 1e-3.
+
+Weight decay is added to the gradient (``g + wd · w`` before the optimizer's update), as
+the PyTorch optimizers of the paper's search code do (``weight_decay`` of
+``torch.optim.SGD`` / ``torch.optim.Adam``: coupled L2, which goes through the momentum
+and Adam's moments), not Keras' decoupled ``weight_decay``. Besides fidelity this keeps
+the compiled weight step small: Keras' decoupled decay re-evaluates the learning-rate
+schedule once per variable (~14k extra graph nodes in the 65², L = 4 weight step).
+
+The warm-up is a *phase* of the loop (see ``Task.phase``): steps before it run only the
+compiled weight step, later steps the same weight step and then a compiled architecture
+step (``Task.step_parts``), so α and β provably stay at their initial values during
+warm-up and the weight step is traced once. trainB batches are drawn only by
+architecture steps. Every ``decode_every`` steps (and at the end)
+the current α/β are decoded (top-2 + argmax cell, Viterbi path) and written to
+``genotype.json`` (the format the zoo reads), with PNG pictures of the cell and of the
+path on the trellis and α/β entropies in TensorBoard.
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nasseg_tf import runfiles
+from nasseg_tf.data.inputs import DataConfig, train_input_fn
+from nasseg_tf.layers.common import synchronized_batch_norm
+from nasseg_tf.search.autodeeplab import decode
+from nasseg_tf.search.autodeeplab import plots
+from nasseg_tf.search.autodeeplab.supernet import AutoDeepLabSupernet
+from nasseg_tf.train.checkpointing import checkpoint_items
+from nasseg_tf.train.experiment import make_run_strategy
+from nasseg_tf.train.loop import Task, TrainLoop
+from nasseg_tf.train.losses import masked_cross_entropy
+
+
+@dataclasses.dataclass(frozen=True)
+class SupernetConfig:
+    """The search network (gin ``Supernet``; see :class:`AutoDeepLabSupernet`)."""
+
+    GIN_NAME = "Supernet"
+
+    num_layers: int = 12
+    filter_multiplier: int = 8
+    num_blocks: int = 5
+    stack_sources: bool = True
+    remat: bool = False
+    affine: bool = False
+    cell_type: str = "batched"
+    loop_layers: bool = True
+    seed: int = 0
+
+    def build(self, num_classes):
+        return AutoDeepLabSupernet(num_classes, name="supernet",
+                                   **dataclasses.asdict(self))
+
+    def architecture(self, num_classes):
+        """What a search checkpoint's fingerprint records: the fields that decide the
+        variables (``stack_sources``, ``remat``, ``cell_type`` and ``loop_layers`` compute
+        the same function with the same variables, so a search may resume with them
+        changed)."""
+        return {"supernet": {k: getattr(self, k) for k in (
+            "num_layers", "filter_multiplier", "num_blocks", "affine")},
+            "num_classes": int(num_classes)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Search schedule (gin ``Search``; paper, Cityscapes: 40 epochs, α/β from epoch 20,
+    batch 2, 321²).
+
+    ``sync_batch_norm``: the supernet's batch norms use global-batch statistics under a
+    multi-replica strategy (with batch 2 over 2 replicas, each would otherwise see one
+    crop).
+    """
+
+    GIN_NAME = "Search"
+
+    steps: int = 1000
+    warmup_steps: int = 500
+    batch_size: int = 2
+    crop_size: tuple = (321, 321)
+    base_scale: float = 1.0
+    min_scale: float = 1.0
+    max_scale: float = 1.0
+    scale_step: float = None
+    weight_learning_rate: float = 0.025
+    weight_end_learning_rate: float = 0.001
+    weight_momentum: float = 0.9
+    weight_decay: float = 3e-4
+    arch_learning_rate: float = 3e-3
+    arch_weight_decay: float = 1e-3
+    strategy: str = "default"
+    num_cpu_devices: int = 2
+    num_gpus: int = None
+    sync_batch_norm: bool = False
+    checkpoint_every: int = 100
+    max_to_keep: int = 3
+    decode_every: int = 100
+    summary_every: int = 10
+    shuffle_buffer: int = 256
+    seed: int = 0
+
+
+class AutoDeepLabSearchTask(Task):
+    """One search step: a weight update on trainA, then (after warm-up) α/β on trainB."""
+
+    def __init__(self, supernet_fn, input_fn_a, input_fn_b, cfg, ignore_label=255,
+                 architecture=None):
+        self.supernet_fn = supernet_fn
+        self._architecture = architecture
+        self.input_fn_a = input_fn_a
+        self.input_fn_b = input_fn_b
+        self.cfg = cfg
+        self.ignore_label = ignore_label
+
+    def build(self):
+        cfg = self.cfg
+        self.model = self.supernet_fn()
+        self.model.build((None, None, None, 3))
+        self.weight_lr = keras.optimizers.schedules.CosineDecay(
+            cfg.weight_learning_rate, max(1, cfg.steps),
+            alpha=cfg.weight_end_learning_rate / cfg.weight_learning_rate)
+        self.weight_optimizer = keras.optimizers.SGD(
+            self.weight_lr, momentum=cfg.weight_momentum, name="weight_sgd")
+        self.weight_optimizer.build(self.model.weight_variables)
+        self.arch_optimizer = keras.optimizers.Adam(cfg.arch_learning_rate,
+                                                    name="arch_adam")
+        self.arch_optimizer.build(self.model.arch_variables)
+
+    def checkpoint_items(self):
+        return checkpoint_items(model=self.model, weight_optimizer=self.weight_optimizer,
+                                arch_optimizer=self.arch_optimizer)
+
+    def architecture(self):
+        return self._architecture
+
+    def make_inputs(self, strategy, start_step):
+        # trainA feeds every step; trainB only the architecture steps after the warm-up,
+        # so its position is the number of architecture steps taken so far.
+        starts = (start_step, max(0, start_step - self.cfg.warmup_steps))
+        return tuple(strategy.distribute_datasets_from_function(
+            lambda ctx, fn=fn, start=start: fn(ctx, start))
+            for fn, start in zip((self.input_fn_a, self.input_fn_b), starts))
+
+    def phase(self, step):
+        return "bilevel" if step >= self.cfg.warmup_steps else "warmup"
+
+    def step_parts(self, phase):
+        # The weight step is one compiled function shared by both phases.
+        weights = ("weights", (0,))
+        return (weights, ("arch", (1,))) if phase == "bilevel" else (weights,)
+
+    def _update(self, batch, variables, optimizer, weight_decay):
+        images, labels = batch
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            loss = masked_cross_entropy(labels, self.model(images, training=True),
+                                        self.ignore_label)
+            scaled = loss / replicas
+        grads = tape.gradient(scaled, variables)
+        if weight_decay:
+            # Coupled L2 (PyTorch's weight_decay); Keras sums gradients over replicas,
+            # hence the division.
+            decay = weight_decay / replicas
+            grads = [g if g is None else g + decay * tf.cast(v, g.dtype)
+                     for g, v in zip(grads, variables)]
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss
+
+    def train_step(self, step, batch, phase=None):
+        if phase == "weights":
+            return {"loss": self._update(batch, self.model.weight_variables,
+                                         self.weight_optimizer, self.cfg.weight_decay)}
+        if phase == "arch":
+            return {"arch_loss": self._update(batch, self.model.arch_variables,
+                                              self.arch_optimizer,
+                                              self.cfg.arch_weight_decay)}
+        raise ValueError(f"unknown search step part {phase!r}")
+
+    def learning_rates(self, step):
+        return {"lr": float(self.weight_lr(step))}
+
+
+def write_decoded(model, model_dir, step, writer=None):
+    """Decodes α/β; writes genotype.json (+ a per-step copy), cell and path PNGs."""
+    genotype = decode.decode_supernet(model, name=f"autodeeplab_search_step{step}")
+    genotype.save(os.path.join(model_dir, "genotype.json"))
+    os.makedirs(os.path.join(model_dir, "genotypes"), exist_ok=True)
+    genotype.save(os.path.join(model_dir, "genotypes", f"step_{step:07d}.json"))
+    alpha = keras.ops.convert_to_numpy(model.alpha)
+    betas = keras.ops.convert_to_numpy(model.beta)
+    plots.plot_cell(genotype.cell, os.path.join(model_dir, "cell.png"),
+                    title=f"searched cell, step {step}")
+    plots.plot_network_path(genotype.path, betas=betas,
+                            out_path=os.path.join(model_dir, "path.png"),
+                            title=f"searched path, step {step}")
+    if writer is not None:
+        with writer.as_default(step=step):
+            tf.summary.scalar("arch/alpha_entropy", decode.alpha_entropy(alpha))
+            tf.summary.scalar("arch/beta_entropy", decode.beta_entropy(betas))
+            tf.summary.text("arch/path", str(list(genotype.downsample_rates)))
+    return genotype
+
+
+def run_search(model_dir, search=None, supernet=None, data=None, progress=True,
+               argv=None):
+    """Runs the Auto-DeepLab search; resumes from ``model_dir``.
+
+    Args:
+      model_dir: the search's folder (created).
+      search, supernet, data: :class:`SearchConfig`, :class:`SupernetConfig` and
+        :class:`~nasseg_tf.data.inputs.DataConfig` (defaults: their defaults).
+      progress: show a progress bar.
+      argv: the command line to record (default ``sys.argv``).
+
+    Returns:
+      dict with ``genotype`` (the final decoded NetworkGenotype), ``metrics``, ``model``,
+      ``loop`` and ``arch_history`` (α, β at every decode).
+    """
+    cfg, supernet, data = search or SearchConfig(), supernet or SupernetConfig(), (
+        data or DataConfig())
+    if not 0 <= cfg.warmup_steps <= cfg.steps:
+        raise ValueError(f"Search.warmup_steps={cfg.warmup_steps} must be in "
+                         f"[0, steps={cfg.steps}]")
+    os.makedirs(model_dir, exist_ok=True)
+    strategy = make_run_strategy(cfg, model_dir)  # first: before the runtime starts
+    keras.utils.set_random_seed(cfg.seed)
+    info, train_pattern, _ = data.resolve(model_dir)
+    runfiles.write_run_files(model_dir, [cfg, supernet, data.resolved(model_dir)], argv)
+
+    def supernet_fn():
+        with synchronized_batch_norm(cfg.sync_batch_norm):
+            return supernet.build(info.num_classes)
+
+    task = AutoDeepLabSearchTask(
+        supernet_fn,
+        train_input_fn(info, train_pattern, cfg, subset=(2, 0)),
+        train_input_fn(info, train_pattern, cfg, subset=(2, 1), seed_offset=1),
+        cfg, info.ignore_label,
+        architecture=supernet.architecture(info.num_classes))
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "arch"))
+    arch_history = []
+
+    def decode_fn(step):
+        genotype = write_decoded(task.model, model_dir, step, writer)
+        arch_history.append({"step": step,
+                             "alpha": keras.ops.convert_to_numpy(task.model.alpha).copy(),
+                             "beta": keras.ops.convert_to_numpy(task.model.beta).copy()})
+        return {"path_level_mean": float(np.mean(genotype.path))}
+
+    loop = TrainLoop(task, strategy, model_dir, cfg.steps,
+                     checkpoint_every=cfg.checkpoint_every, summary_every=cfg.summary_every,
+                     eval_fn=decode_fn, eval_every=cfg.decode_every,
+                     max_to_keep=cfg.max_to_keep, progress=progress)
+    metrics = loop.run()
+    genotype = write_decoded(task.model, model_dir, cfg.steps, writer)
+    writer.flush()
+    return {"genotype": genotype, "metrics": metrics, "model": task.model, "loop": loop,
+            "arch_history": arch_history}

@@ -1,0 +1,170 @@
+"""The DPC architecture search, end to end (Chen et al. 2018, §3.3; SPEC §3.3).
+
+Chen et al. score each candidate Dense Prediction Cell on a proxy task — DPC + logits
+trained on cached backbone features, early-stopped, scored by val mIoU — sample the
+next candidates uniformly and near the best so far, then re-rank the best 50 by
+fine-tuning whole models. :func:`run_search` (the body of ``nasseg-search-dpc``) wires
+the pieces together:
+
+* the space (:class:`~nasseg_tf.search_space.dpc.DPCSearchSpace`) and an oracle
+  (:mod:`~nasseg_tf.search.dpc.oracles`: random search with mutations, or evolution);
+* an objective (:mod:`~nasseg_tf.search.dpc.objectives`: the proxy task, or synthetic);
+* the tuner and its chief / worker roles (:mod:`~nasseg_tf.search.dpc.tuner`);
+* the leaderboard and pictures (:mod:`~nasseg_tf.search.dpc.leaderboard`);
+* the random baseline and re-ranking (:mod:`~nasseg_tf.search.dpc.rerank`).
+"""
+
+import dataclasses
+import os
+
+from nasseg_tf import runfiles
+from nasseg_tf.data.inputs import DataConfig
+from nasseg_tf.search.dpc import plots
+from nasseg_tf.search.dpc.cache import ProxyBackboneConfig
+from nasseg_tf.search.dpc.leaderboard import PROGRESS_PNG, write_leaderboard
+from nasseg_tf.search.dpc.objectives import (OBJECTIVES, SyntheticObjectiveConfig,
+                                             make_objective)
+from nasseg_tf.search.dpc.oracles import make_oracle
+from nasseg_tf.search.dpc.proxy import ProxyConfig
+from nasseg_tf.search.dpc.rerank import finetune_rerank_fn, random_baseline, rerank
+from nasseg_tf.search.dpc.tuner import DPCTuner, role
+from nasseg_tf.search_space.dpc import SEARCH_GRIDS, SEARCH_RATES, DPCSearchSpace
+
+
+@dataclasses.dataclass(frozen=True)
+class DPCSearchConfig:
+    """The DPC search (gin ``DPCSearch``, ``nasseg-search-dpc``); defaults follow the
+    paper where it says.
+
+    Oracle: ``oracle`` (``random`` | ``evolution``), ``max_trials``, ``seed``;
+    ``explore`` and ``top_k`` (random search: uniform-sample probability, pool of
+    parents), ``population_size`` and ``sample_size`` (evolution). Space:
+    ``num_branches``, ``rates``, ``grids``. Objective: ``objective`` (``proxy`` |
+    ``synthetic``), the median stopping rule (``early_stopping``,
+    ``early_stopping_min_trials``), ``cache_dir`` (proxy features; default
+    ``<project_dir>/feature_cache``). Outputs: ``save_top_k`` cells, leaderboard
+    rewrite interval. Re-ranking (0 = off; the paper: 50): ``rerank_top_k``,
+    ``rerank_steps``, ``rerank_batch_size``, ``rerank_crop_size``,
+    ``rerank_learning_rate``, ``rerank_model`` (a zoo name taking ``dpc_cell``) and
+    ``rerank_model_overrides``, ``rerank_eval_images``. ``random_baseline``: after
+    the search, score this many fresh random cells with the full budget and compare
+    their median with the best searched cell
+    (:func:`~nasseg_tf.search.dpc.rerank.random_baseline`; 0 = off).
+    """
+
+    GIN_NAME = "DPCSearch"
+
+    oracle: str = "random"
+    max_trials: int = 100
+    seed: int = 0
+    explore: float = 0.5
+    top_k: int = 10
+    population_size: int = 50
+    sample_size: int = 10
+    num_branches: int = 5
+    rates: tuple = SEARCH_RATES
+    grids: tuple = SEARCH_GRIDS
+    objective: str = "proxy"
+    early_stopping: bool = True
+    early_stopping_min_trials: int = 5
+    max_retries_per_trial: int = 0
+    max_consecutive_failed_trials: int = 3
+    cache_dir: str = None
+    save_top_k: int = 10
+    leaderboard_every_s: float = 10.0
+    rerank_top_k: int = 0
+    rerank_steps: int = 1000
+    rerank_batch_size: int = 8
+    rerank_crop_size: tuple = (513, 513)
+    rerank_learning_rate: float = 0.01
+    rerank_model: str = "mobilenetv2_dpc"
+    rerank_model_overrides: dict = None
+    rerank_eval_images: int = None
+    random_baseline: int = 0
+    verbose: bool = True
+
+    def rerank_settings(self):
+        return {"steps": self.rerank_steps, "batch_size": self.rerank_batch_size,
+                "crop_size": list(self.rerank_crop_size),
+                "learning_rate": self.rerank_learning_rate, "model": self.rerank_model,
+                "model_overrides": dict(self.rerank_model_overrides or {}),
+                "eval_images": self.rerank_eval_images}
+
+
+def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
+               synthetic=None, argv=None, objective_fn=None, rerank_fn=None):
+    """Runs the DPC search in ``model_dir`` (resumes a previous one).
+
+    As a worker: runs trials until the chief says stop. As the chief or alone: also
+    writes the leaderboard with its pictures and TensorBoard summaries, the random
+    baseline (``random_baseline > 0``; the progress picture is then drawn again with
+    the random median) and (``rerank_top_k > 0``) re-ranks.
+
+    Args:
+      model_dir: the search's folder (KerasTuner's project folder).
+      search, data, proxy, backbone, synthetic: :class:`DPCSearchConfig`,
+        :class:`~nasseg_tf.data.inputs.DataConfig`,
+        :class:`~nasseg_tf.search.dpc.proxy.ProxyConfig`,
+        :class:`~nasseg_tf.search.dpc.cache.ProxyBackboneConfig` and
+        :class:`~nasseg_tf.search.dpc.objectives.SyntheticObjectiveConfig` (defaults:
+        their defaults).
+      argv: the command line to save (default ``sys.argv``).
+      objective_fn: overrides the configured objective (tests, custom proxies).
+      rerank_fn: overrides the default whole-model fine-tuning.
+
+    Returns:
+      dict with ``role`` and, on the chief / alone, ``leaderboard`` (rows), ``rerank``
+      (the rerank summary or None), ``oracle`` and ``baseline``.
+    """
+    cfg, data = search or DPCSearchConfig(), data or DataConfig()
+    proxy, backbone = proxy or ProxyConfig(), backbone or ProxyBackboneConfig()
+    synthetic = synthetic or SyntheticObjectiveConfig()
+    this_role = role()
+    if objective_fn is None and cfg.objective not in OBJECTIVES:
+        make_objective(cfg.objective)  # raises the error listing the known objectives
+    space = DPCSearchSpace(cfg.num_branches, cfg.rates, cfg.grids)
+    oracle = make_oracle(
+        cfg.oracle, space,
+        options={"explore": cfg.explore, "top_k": cfg.top_k,
+                 "population_size": cfg.population_size, "sample_size": cfg.sample_size},
+        max_trials=cfg.max_trials, seed=cfg.seed, early_stopping=cfg.early_stopping,
+        early_stopping_min_trials=cfg.early_stopping_min_trials,
+        max_retries_per_trial=cfg.max_retries_per_trial,
+        max_consecutive_failed_trials=cfg.max_consecutive_failed_trials)
+    os.makedirs(model_dir, exist_ok=True)
+    if this_role != "worker":
+        runfiles.write_run_files(model_dir, [cfg, data.absolute(), proxy, backbone,
+                                             synthetic], argv)
+    if objective_fn is None:
+        objective_fn = make_objective(cfg.objective, space=space, project_dir=model_dir,
+                                      data=data, cache_dir=cfg.cache_dir, proxy=proxy,
+                                      backbone=backbone, synthetic=synthetic)
+    tuner = DPCTuner(oracle, objective_fn, model_dir, verbose=cfg.verbose,
+                     leaderboard_every_s=cfg.leaderboard_every_s,
+                     save_top_k=cfg.save_top_k)
+    tuner.search()
+    if this_role == "worker":
+        return {"role": this_role}
+
+    rows = write_leaderboard(oracle, model_dir, cfg.save_top_k, final=True)
+    baseline = None
+    if cfg.random_baseline > 0:
+        baseline = random_baseline(rows, space, objective_fn, model_dir,
+                                   cfg.random_baseline, cfg.seed, cfg.verbose)
+        plots.plot_dpc_search(rows, os.path.join(model_dir, PROGRESS_PNG),
+                              baseline)  # again, with the random median
+    summary = None
+    if cfg.rerank_top_k > 0 and rows:
+        if rerank_fn is None:
+            info, train, val = data.resolve(model_dir)
+            if not val:
+                raise ValueError("re-ranking needs validation data: set Data.eval_pattern "
+                                 "(or DPCSearch.rerank_top_k = 0)")
+            rerank_fn = finetune_rerank_fn(
+                info, train, val, cfg.rerank_steps, cfg.rerank_batch_size,
+                cfg.rerank_crop_size, cfg.rerank_learning_rate, cfg.rerank_model,
+                cfg.rerank_model_overrides, cfg.rerank_eval_images, cfg.seed)
+        summary = rerank(rows, rerank_fn, model_dir, cfg.rerank_top_k,
+                         settings=cfg.rerank_settings(), verbose=cfg.verbose)
+    return {"role": this_role, "leaderboard": rows, "rerank": summary, "oracle": oracle,
+            "baseline": baseline}

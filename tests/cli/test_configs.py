@@ -1,0 +1,78 @@
+"""The command line's gin layer: every recipe parses into value objects; errors name
+the file or binding."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from layer_checks import REPO
+from nasseg_tf.cli import configs
+from nasseg_tf.data import get_dataset_info
+
+# End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
+pytestmark = pytest.mark.e2e
+
+TINY = os.path.join(REPO, "gin", "test", "tiny.gin")
+
+
+def _env(**extra):
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **extra)
+
+
+def test_bad_gin_binding_is_a_clear_error():
+    with pytest.raises(ValueError, match="stepz"):
+        configs.parse([TINY], ["Training.stepz = 3"])
+    with pytest.raises(FileNotFoundError, match="nope.gin"):
+        configs.parse(["nope.gin"])
+    with pytest.raises(ValueError, match=r"gin binding 'Training.steps = \(3'"):
+        configs.parse([TINY], ["Training.steps = (3"])
+
+
+def test_gin_syntax_error_on_the_command_line_is_one_line(tmp_path):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("Training.steps = (3\n")
+    for args in ([f"--gin_file={TINY}", "--gin_bindings=Training.steps = (3"],
+                 [f"--gin_file={bad}"]):
+        run = subprocess.run([sys.executable, "-m", "nasseg_tf.cli.train",
+                              f"--model_dir={tmp_path / 'run'}", *args], env=_env(),
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert "Traceback" not in run.stderr
+        assert "nasseg-train: error: bad gin configuration in gin " in run.stderr
+    assert not (tmp_path / "run").exists()
+
+
+GIN_FILES = sorted(glob.glob(os.path.join(REPO, "gin", "**", "*.gin"), recursive=True))
+
+
+@pytest.mark.parametrize("path", GIN_FILES, ids=[os.path.relpath(p, REPO) for p in GIN_FILES])
+def test_every_gin_file_parses_and_builds_its_model(path):
+    configs.parse([path])
+    if os.path.basename(path).startswith("base_"):
+        return  # a fragment included by the others
+    info = get_dataset_info(configs.get("data").dataset)
+    if os.path.basename(path).startswith("dpc_"):
+        groups = configs.bound("dpc_search", "proxy", "backbone")
+        assert groups["dpc_search"].max_trials > 0 and groups["proxy"].steps > 0
+        return
+    if os.sep + "search" + os.sep in path:
+        cfg, supernet = configs.get("search"), configs.get("supernet")
+        net = supernet.build(info.num_classes)  # layers, no weights yet
+        assert net.num_layers >= 1 and 0 <= cfg.warmup_steps <= cfg.steps
+        return
+    train_cfg = configs.get("training")
+    model = configs.get("model").build(info.num_classes)
+    assert model.output_shape[-1] == info.num_classes
+    assert train_cfg.steps > 0 and train_cfg.batch_size > 0
+
+
+def test_value_objects_are_the_library_classes_with_the_bindings():
+    configs.parse([TINY], ["Training.steps = 5", "Model.genotype = 'g.json'"])
+    training, model = configs.get("training"), configs.get("model")
+    assert type(training) is configs.GROUPS["training"] and training.steps == 5
+    assert type(model) is configs.GROUPS["model"] and model.genotype == "g.json"
+    with pytest.raises(ValueError, match="Training"):
+        configs.parse([], ["Training.steps = 1", "Training.nonsense = 2"])

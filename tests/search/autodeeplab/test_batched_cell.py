@@ -1,0 +1,159 @@
+"""BatchedSearchCell computes exactly the per-edge SearchCell's function (weights copied)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nasseg_tf.search_space import autodeeplab as S
+from nasseg_tf.search.autodeeplab.batched_cell import BatchedSearchCell, StateEdges, state_edges
+from nasseg_tf.search.autodeeplab.batched_cell import SEARCH_OPS
+from nasseg_tf.search.autodeeplab.mixed_op import SearchCell
+from nasseg_tf.search_space.autodeeplab import PRIMITIVES
+
+
+def _normal(shape, seed):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _alpha_weights(num_blocks, seed):
+    logits = np.random.default_rng(seed).normal(size=(S.num_cell_edges(num_blocks),
+                                                      len(PRIMITIVES)))
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype("float32")
+
+
+def _copy_per_edge_into_batched(per_edge, batched):
+    """Moves every weight of the per-edge cell into its slot of the batched cell."""
+    c = per_edge.filters
+    for name in ("preprocess_prev", "preprocess_prev_prev"):
+        src, dst = getattr(per_edge, name), getattr(batched, name)
+        dst.conv.kernel.assign(src.conv.kernel)
+    ops_of = {}
+    for row, (block, source) in enumerate(S.cell_edge_index(per_edge.num_blocks)):
+        for k, op in enumerate(SEARCH_OPS):
+            ops_of[(block, source, op)] = per_edge.edge_ops[row * len(SEARCH_OPS) + k]
+    for j, edges in state_edges(per_edge.num_blocks).items():
+        state = batched.states[j]
+        e_count = len(edges)
+        dw = {key: w.numpy() for key, w in state.sep_depthwise.items()}
+        pw = [w.numpy() for w in state.sep_pointwise]
+        atrous = {k: w.numpy() for k, w in state.atrous.items()}
+        for e, (block, _) in enumerate(edges):
+            for g, k in enumerate((3, 5)):
+                sep = ops_of[(block, j, f"sep_conv_{k}x{k}")]
+                group = g * e_count + e
+                for repeat in (0, 1):
+                    dw[(repeat, k)][:, :, e * c:(e + 1) * c] = \
+                        sep.convs[repeat].depthwise.kernel.numpy()
+                    pw[repeat][group] = sep.convs[repeat].conv.kernel.numpy()[0, 0]
+                atrous[k][..., e * c:(e + 1) * c] = \
+                    ops_of[(block, j, f"atrous_conv_{k}x{k}")].conv.conv.kernel.numpy()
+        for key, value in dw.items():
+            state.sep_depthwise[key].assign(value)
+        for w, value in zip(state.sep_pointwise, pw):
+            w.assign(value)
+        for k, value in atrous.items():
+            state.atrous[k].assign(value)
+
+
+def _moving_stats(cell):
+    """Per-variable sums of the cell's batch-norm moving statistics, sorted."""
+    return sorted(float(np.sum(v.numpy())) for v in cell.non_trainable_variables)
+
+
+@pytest.mark.parametrize("num_blocks,copies", [(5, 1), (3, 3)])
+def test_batched_cell_equals_per_edge_cell(num_blocks, copies):
+    c = 3
+    per_edge = SearchCell(c, num_blocks, name="per_edge")
+    batched = BatchedSearchCell(c, num_blocks, name="batched")
+    h_prev = _normal((2 * copies, 7, 9, 5), 1)   # `copies` stacked copies of the batch
+    h_prev_prev = _normal((2, 13, 17, 4), 2)      # finer: resized inside the cell
+    alpha = tf.Variable(_alpha_weights(num_blocks, 3))
+    per_edge([h_prev, h_prev_prev], alpha, training=False)
+    batched([h_prev, h_prev_prev], alpha, training=False)
+    # Same number of weights (the batched kernels are the per-edge ones side by side).
+    assert (sum(int(np.prod(w.shape)) for w in per_edge.trainable_weights)
+            == sum(int(np.prod(w.shape)) for w in batched.trainable_weights))
+    _copy_per_edge_into_batched(per_edge, batched)
+
+    np.testing.assert_allclose(batched([h_prev, h_prev_prev], alpha, training=False),
+                               per_edge([h_prev, h_prev_prev], alpha, training=False),
+                               rtol=1e-4, atol=1e-4)
+    grads = []
+    for cell in (per_edge, batched):
+        with tf.GradientTape() as tape:
+            y = cell([h_prev, h_prev_prev], alpha, training=True)
+            loss = tf.reduce_sum(y * _normal(y.shape, 4))
+        grads.append((y, tape.gradient(loss, [alpha] + cell.preprocess_prev.trainable_weights)))
+    np.testing.assert_allclose(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-4)
+    for got, want in zip(grads[1][1], grads[0][1]):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+    # The batch norms saw the same statistics: every per-edge moving mean/var reappears.
+    np.testing.assert_allclose(sum(_moving_stats(batched)), sum(_moving_stats(per_edge)),
+                               rtol=1e-4)
+    # And inference with the updated moving statistics agrees again.
+    np.testing.assert_allclose(batched([h_prev, h_prev_prev], alpha, training=False),
+                               per_edge([h_prev, h_prev_prev], alpha, training=False),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_weight_gradient_matches_the_per_edge_kernel_gradient():
+    """A conv kernel's gradient lands in that edge's slice of the stacked kernel."""
+    c, num_blocks = 2, 2
+    per_edge, batched = SearchCell(c, num_blocks), BatchedSearchCell(c, num_blocks)
+    x = [_normal((2, 6, 6, 3), 5), _normal((2, 6, 6, 3), 6)]
+    alpha = _alpha_weights(num_blocks, 7)
+    per_edge(x, alpha), batched(x, alpha)
+    _copy_per_edge_into_batched(per_edge, batched)
+    # Edge (block 1, source 2 = block 0): state 2's only edge; its atrous 5x5 kernel.
+    row = S.cell_edge_index(num_blocks).index((1, 2))
+    op = per_edge.edge_ops[row * len(SEARCH_OPS) + SEARCH_OPS.index("atrous_conv_5x5")]
+    target = _normal((2, 6, 6, num_blocks * c), 8)
+    with tf.GradientTape(persistent=True) as tape:
+        loss_a = tf.reduce_sum(per_edge(x, alpha, training=True) * target)
+        loss_b = tf.reduce_sum(batched(x, alpha, training=True) * target)
+    want = tape.gradient(loss_a, op.conv.conv.kernel)
+    got = tape.gradient(loss_b, batched.states[2].atrous[5])
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+    assert float(tf.reduce_max(tf.abs(want))) > 0
+
+
+def test_state_edges_layout_and_errors():
+    edges = state_edges(5)
+    assert [len(edges[j]) for j in range(6)] == [5, 5, 4, 3, 2, 1]
+    assert sum(len(v) for v in edges.values()) == S.num_cell_edges(5) == 20
+    rows = sorted(row for v in edges.values() for _, row in v)
+    assert rows == list(range(20))
+    state = StateEdges(4, 3)
+    with pytest.raises(ValueError, match="expected 4 input channels"):
+        state.build((None, 8, 8, 5))
+    # Per-edge initialisation: every edge's depthwise kernel has the per-edge He scale
+    # (fan-in k·k·C... Keras counts a depthwise kernel's fan-in as k·k·C), not sqrt(E)
+    # smaller.
+    keras.utils.set_random_seed(0)
+    wide = StateEdges(16, 8)
+    wide.build((None, 8, 8, 16))
+    std = float(np.std(wide.sep_depthwise[(0, 5)].numpy()))
+    assert 0.7 * np.sqrt(2 / (25 * 16)) < std < 1.3 * np.sqrt(2 / (25 * 16))
+
+
+def test_config_round_trip():
+    cell = BatchedSearchCell(4, 3, affine=True, bn_momentum=0.8, name="c")
+    clone = BatchedSearchCell.from_config(cell.get_config())
+    assert clone.get_config() == cell.get_config()
+
+
+def test_supernet_cell_types_have_the_same_weights_and_unknown_is_an_error():
+    from nasseg_tf.search.autodeeplab.supernet import AutoDeepLabSupernet
+
+    counts = []
+    for cell_type in ("batched", "per_edge"):
+        net = AutoDeepLabSupernet(3, num_layers=2, filter_multiplier=2, num_blocks=2,
+                                  cell_type=cell_type)
+        net.build((None, None, None, 3))
+        assert isinstance(net.cell(1, 1), BatchedSearchCell) == (cell_type == "batched")
+        counts.append(sum(int(np.prod(v.shape)) for v in net.weight_variables))
+    assert counts[0] == counts[1]
+    with pytest.raises(ValueError, match="known: \\['batched', 'per_edge'\\]"):
+        AutoDeepLabSupernet(3, cell_type="fused")

@@ -1,0 +1,158 @@
+"""The DPC search end to end: tuner, leaderboard, re-ranking, pictures and TensorBoard."""
+
+import csv
+import json
+import os
+
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from dpc_helpers import SCORE, SPACE, new_oracle
+from nasseg_tf.data.inputs import DataConfig
+from nasseg_tf.fileio import TEMP_MARKER
+from nasseg_tf.search.dpc.leaderboard import LEADERBOARD_COLUMNS, write_leaderboard
+from nasseg_tf.search.dpc.objectives import (SyntheticObjectiveConfig, make_objective,
+                                             synthetic_objective)
+from nasseg_tf.search.dpc.rerank import rerank, spearman
+from nasseg_tf.search.dpc.run import DPCSearchConfig, run_search
+from nasseg_tf.search.dpc.tuner import DPCTuner
+from nasseg_tf.search_space.dpc import load_dpc_cell
+
+
+
+
+def test_tuner_writes_trials_leaderboard_top_cells_and_rerank(tmp_path):
+    project = str(tmp_path / "search")
+    objective = synthetic_objective(SPACE, SyntheticObjectiveConfig(seed=3, steps=40, eval_every=10))
+    oracle = new_oracle(tmp_path, options={"explore": 0.5, "top_k": 3}, max_trials=14,
+                     early_stopping_min_trials=3)
+    tuner = DPCTuner(oracle, objective, project, verbose=False,
+                               leaderboard_every_s=0, save_top_k=4)
+    tuner.search()
+    rows = write_leaderboard(oracle, project, top_k=4)
+
+    assert len(rows) == 14 and [r["rank"] for r in rows] == list(range(1, 15))
+    scores = [r["val_miou"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert any(r["stopped_early"] for r in rows)  # the median rule fired
+    for row in rows:
+        trial_dir = os.path.join(project, f"trial_{row['trial_id']}")
+        saved = load_dpc_cell(os.path.join(trial_dir, "cell.json"))
+        assert saved.to_config() == row["cell"]
+        with open(os.path.join(trial_dir, "runs.jsonl"), encoding="utf-8") as f:
+            assert len(f.readlines()) == 1
+        if not row["stopped_early"]:
+            assert row["steps"] == 40
+            assert row["val_miou"] == pytest.approx(
+                SCORE(load_dpc_cell(row["cell"])))
+
+    with open(os.path.join(project, "leaderboard.csv"), encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert tuple(table[0]) == LEADERBOARD_COLUMNS
+    assert [r["trial_id"] for r in table] == [r["trial_id"] for r in rows]
+    assert json.loads(table[0]["cell"]) == rows[0]["cell"]
+    with open(os.path.join(project, "leaderboard.json"), encoding="utf-8") as f:
+        board = json.load(f)
+    assert board["num_completed"] == 14 and board["entries"] == rows
+    assert sorted(os.listdir(os.path.join(project, "top_cells"))) == [
+        f"top_0{i}.json" for i in range(1, 5)]
+    best = load_dpc_cell(os.path.join(project, "best_cell.json"))
+    assert best.to_config() == rows[0]["cell"]
+    assert not [f for f in os.listdir(project) if TEMP_MARKER in f]
+    # Periodic writes stay cheap: pictures and TensorBoard only in the final write.
+    assert not {"best_cell.png", "search_progress.png", "tensorboard"} & set(
+        os.listdir(project))
+
+    # Re-ranking with an injected trainer: scores, ranks, Spearman, resumable.
+    def fake_finetune(cell, work_dir):
+        assert os.path.isdir(work_dir)
+        return {"miou": 1.0 - SCORE(cell) if cell.branches[0].op == "conv"
+                else SCORE(cell)}
+
+    summary = rerank(rows, fake_finetune, project, top_k=5,
+                               settings={"steps": 3}, verbose=False)
+    with open(os.path.join(project, "rerank.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    assert saved == json.loads(json.dumps(summary)) and saved["complete"]
+    entries = saved["entries"]
+    assert [e["trial_id"] for e in entries] == [r["trial_id"] for r in rows[:5]]
+    assert saved["spearman"] == pytest.approx(spearman(
+        [e["proxy_miou"] for e in entries], [e["rerank_miou"] for e in entries]))
+    assert sorted(e["rerank_rank"] for e in entries) == [1, 2, 3, 4, 5]
+    assert saved["best"]["rerank_rank"] == 1
+    assert load_dpc_cell(os.path.join(project, "rerank_best_cell.json")).to_config() \
+        == saved["best"]["cell"]
+
+    def must_not_run(cell, work_dir):
+        raise AssertionError("already re-ranked")
+
+    again = rerank(rows, must_not_run, project, top_k=5, settings={"steps": 3},
+                             verbose=False)
+    assert again["entries"] == entries
+
+
+def test_unknown_objective_lists_the_known_ones():
+    with pytest.raises(ValueError, match="known objectives: proxy, synthetic"):
+        make_objective("oracle_score")
+
+
+def _events(folder):
+    """{tag: [(step, value), ...]} of the one event file in ``folder``."""
+    files = [f for f in os.listdir(folder) if f.startswith("events.out.tfevents.")]
+    assert len(files) == 1, files
+    tags = {}
+    for record in tf.data.TFRecordDataset(os.path.join(folder, files[0])):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        for value in event.summary.value:
+            tensor = tf.make_ndarray(value.tensor)
+            if tensor.dtype.kind in "fiu":
+                tensor = float(tensor) if tensor.ndim == 0 else tensor
+            tags.setdefault(value.tag, []).append((event.step, tensor))
+    return tags
+
+
+def _check_png(path):
+    assert os.path.getsize(path) > 1000
+    with Image.open(path) as image:
+        image.load()
+        assert image.format == "PNG" and 300 <= min(image.size) <= max(image.size) < 4000
+
+
+def test_search_run_leaves_pictures_and_tensorboard_events(tmp_path):
+    project = str(tmp_path / "search")
+    objective = synthetic_objective(SPACE, SyntheticObjectiveConfig(seed=3, steps=40,
+                                                                    eval_every=10))
+    config = DPCSearchConfig(max_trials=9, verbose=False, early_stopping_min_trials=3,
+                             random_baseline=3, leaderboard_every_s=0, save_top_k=3)
+    out = run_search(project, search=config, data=DataConfig(), argv=["test"],
+                     objective_fn=objective)
+    files = set(os.listdir(project))
+    rows = out["leaderboard"]
+    assert len(rows) == 9 and out["baseline"]["complete"]
+    for name in ("best_cell.png", "search_progress.png"):
+        assert name in files
+        _check_png(os.path.join(project, name))
+    assert not [f for f in files if TEMP_MARKER in f]
+    assert "config.gin" in files and "DPCSearch.max_trials = 9" in open(
+        os.path.join(project, "config.gin"), encoding="utf-8").read()
+
+    folder = os.path.join(project, "tensorboard")
+    tags = _events(folder)
+    numbers = sorted(int(r["trial_id"]) for r in rows)
+    by_trial = {int(r["trial_id"]): r["val_miou"] for r in rows}
+    assert [s for s, _ in tags["dpc/val_miou"]] == numbers
+    for step, value in tags["dpc/val_miou"]:
+        assert value == pytest.approx(by_trial[step])
+    best = [v for _, v in tags["dpc/best_so_far"]]
+    assert best == sorted(best) and best[-1] == pytest.approx(rows[0]["val_miou"])
+    assert [s for s, _ in tags["dpc/best_cell"]] == [numbers[-1]]
+    width, height, png = tags["dpc/best_cell"][0][1]  # image summary: size, PNG
+    assert png.startswith(b"\x89PNG") and int(width) > int(height) > 100
+    assert "dpc/best_cell_json" in tags
+
+    # A rerun of the finished search runs no trial and leaves one event file with the
+    # same history (idempotent).
+    again = run_search(project, search=config, argv=["test"], objective_fn=objective)
+    assert again["leaderboard"] == rows
+    assert _events(folder)["dpc/val_miou"] == tags["dpc/val_miou"]
