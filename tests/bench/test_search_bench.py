@@ -33,6 +33,7 @@ def test_graph_madds_counts_batched_products():
     assert graph_madds(graph) == 2 * 7 * 6 * 4 * 5
 
 
+@pytest.mark.slow  # traces two supernet steps (make test-all)
 def test_search_benchmark_reports_both_steps():
     result = bench_search(crop_size=(17, 17), batch_size=2, filter_multiplier=2,
                           num_layers=1, num_classes=3, steps=1)

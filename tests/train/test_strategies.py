@@ -53,6 +53,7 @@ def test_console_train_with_mirrored_trains_on_two_cpu_replicas(tmp_path, data_d
     assert "replicas: 2" in run.stdout
 
 
+@pytest.mark.slow  # the training test above covers the same strategy code (make test-all)
 def test_console_search_with_mirrored_trains_on_two_cpu_replicas(tmp_path, data_dir):
     run = _run("nasseg-search-autodeeplab", tmp_path, "--model_dir=search",
                *[f"--gin_bindings={b}" for b in (

@@ -386,7 +386,8 @@ def test_identical_layers_are_looped():
         AutoDeepLabSupernet(2, num_layers=6, min_loop_layers=0)
 
 
-@pytest.mark.parametrize("compiled,num_blocks", [(False, 2), (True, 1)])
+@pytest.mark.parametrize("compiled,num_blocks", [
+    (False, 2), pytest.param(True, 1, marks=pytest.mark.slow)])  # compiled: ~50 s
 def test_looped_layers_equal_unrolled_layers(compiled, num_blocks):
     # The same model (same variables) run with layers 4-5 looped and unrolled. Fixed
     # initial weights: with some random draws a few gradients of this tiny, badly
