@@ -38,6 +38,7 @@ setuptools.setup(
     entry_points={
         "console_scripts": [
             "nasseg-zoo=nasseg_tf.cli.zoo_tool:run",
+            "nasseg-import-checkpoint=nasseg_tf.cli.import_checkpoint:run",
             "nasseg-export=nasseg_tf.cli.export:run",
             "nasseg-demo=nasseg_tf.cli.demo:run",
             "nasseg-build-data=nasseg_tf.cli.build_data:run",

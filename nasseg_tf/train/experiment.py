@@ -18,6 +18,7 @@ prediction pictures. All files are written atomically.
 """
 
 import dataclasses
+import functools
 import os
 
 import keras
@@ -25,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from nasseg_tf import runfiles
+from nasseg_tf import fileio, runfiles
 from nasseg_tf.data import build_dataset, get_dataset_info
 from nasseg_tf.data.inputs import DataConfig, train_input_fn
 from nasseg_tf.fileio import atomic_path
@@ -34,6 +35,7 @@ from nasseg_tf.train import strategies
 from nasseg_tf.train.checkpointing import check_architecture, variables_by_path
 from nasseg_tf.train.loop import TrainLoop
 from nasseg_tf.train.segmentation import SegmentationTask, make_learning_rate
+from nasseg_tf.train.warm_start import warm_start
 
 
 # --------------------------------------------------------------------------------------
@@ -48,6 +50,10 @@ class TrainConfig:
     ``batch_size`` is the global batch (split over replicas). ``sync_batch_norm``
     makes every batch norm use the statistics of the global batch under a multi-replica
     strategy (:func:`~nasseg_tf.layers.common.synchronized_batch_norm`).
+    ``init_checkpoint`` warm-starts the model (our run or checkpoint, a ``.keras`` file,
+    or an official TF1 DeepLab checkpoint; :mod:`~nasseg_tf.train.warm_start`) except
+    the weights matching ``init_exclude``; it applies only while the run has no
+    checkpoint of its own (a resumed run continues from its checkpoint).
     """
 
     GIN_NAME = "Training"
@@ -77,6 +83,8 @@ class TrainConfig:
     eval_every: int = 0
     max_to_keep: int = 3
     max_weight_growth: float = 100.0  # divergence guard (see TrainLoop); 0 = off
+    init_checkpoint: str = None  # warm start (nasseg_tf.train.warm_start); resume wins
+    init_exclude: tuple = ()  # regexes of variable paths not warm-started, e.g. logits
     seed: int = 0
     deterministic: bool = False
 
@@ -166,9 +174,16 @@ def _train(model_dir, strategy, model_cfg, data, cfg, eval_cfg, progress, argv):
     chief = _is_chief(strategy)
     info, train_pattern, eval_pattern = data.resolve(model_dir)
     saved_model_cfg, model_cfg = model_cfg.resolve(model_dir, write=chief)
+    if cfg.init_checkpoint:
+        cfg = dataclasses.replace(cfg, init_checkpoint=fileio.abspath(cfg.init_checkpoint),
+                                  init_exclude=tuple(cfg.init_exclude))
     if chief:
         runfiles.write_run_files(
             model_dir, [saved_model_cfg, data.resolved(model_dir), cfg, eval_cfg], argv)
+    init_fn = None
+    if cfg.init_checkpoint and not tf.train.latest_checkpoint(
+            os.path.join(model_dir, "checkpoints")):  # resume wins over a warm start
+        init_fn = functools.partial(_warm_start, cfg.init_checkpoint, cfg.init_exclude)
 
     learning_rate = make_learning_rate(cfg.schedule, cfg.learning_rate, cfg.steps,
                                        cfg.end_learning_rate, cfg.power, cfg.warmup_steps)
@@ -183,7 +198,7 @@ def _train(model_dir, strategy, model_cfg, data, cfg, eval_cfg, progress, argv):
         learning_rate=learning_rate, momentum=cfg.momentum,
         weight_decay=cfg.weight_decay, ignore_label=info.ignore_label,
         loss_scale=cfg.mixed_precision == "mixed_float16", total_steps=cfg.steps,
-        architecture=model_cfg.architecture())
+        architecture=model_cfg.architecture(), init_fn=init_fn)
 
     last_eval = {}
 
@@ -207,6 +222,13 @@ def _train(model_dir, strategy, model_cfg, data, cfg, eval_cfg, progress, argv):
     return {"metrics": metrics, "model": task.model, "loop": loop,
             "eval": dict(last_eval) or None, "dataset_info": info,
             "eval_pattern": eval_pattern}
+
+
+def _warm_start(path, exclude, model):
+    report = warm_start(model, path, exclude)
+    print(f"warm start: {len(report['loaded'])} weights from {report['source']} "
+          f"({report['kind']}); {len(report['excluded'])} excluded, "
+          f"{len(report['not_in_source'])} not in it (left at their initial values)")
 
 
 def save_keras_model(model, path):

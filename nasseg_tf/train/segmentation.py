@@ -65,11 +65,14 @@ class SegmentationTask(Task):
         path) is set to ``step / total_steps``.
       architecture: JSON-able description of the model for checkpoint fingerprints
         (:meth:`Task.architecture`), or None.
+      init_fn: optional ``init_fn(model)`` run once the model is built (a warm start,
+        :func:`~nasseg_tf.train.warm_start.warm_start`); a resumed run's checkpoint
+        then overwrites what it set.
     """
 
     def __init__(self, model_fn, input_fn, learning_rate, momentum=0.9,
                  weight_decay=4e-5, ignore_label=255, loss_scale=False, total_steps=None,
-                 architecture=None):
+                 architecture=None, init_fn=None):
         self.model_fn = model_fn
         self.input_fn = input_fn
         self.learning_rate = learning_rate
@@ -79,12 +82,15 @@ class SegmentationTask(Task):
         self.loss_scale = loss_scale
         self.total_steps = total_steps
         self._architecture = architecture
+        self.init_fn = init_fn
         self.model = None
         self.optimizer = None
         self.progress_variables = []
 
     def build(self):
         self.model = self.model_fn()
+        if self.init_fn is not None:
+            self.init_fn(self.model)
         optimizer = keras.optimizers.SGD(self.learning_rate, momentum=self.momentum)
         if self.loss_scale:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -40,7 +40,7 @@ from nasseg_tf.fileio import (clean_stale_temps, discard_dir, exclusive_lock,
                               legacy_mkdtemp_glob, staging_dir, temp_glob,
                               write_file_synced)
 from nasseg_tf.internals import flatten_layers
-from nasseg_tf.train.checkpointing import variables_by_path
+from nasseg_tf.train.warm_start import warm_start
 
 # Bump when the cache's layout or the meaning of its contents changes: every existing
 # cache then gets a new fingerprint and is recomputed.
@@ -156,12 +156,13 @@ class FeatureCache:
     tensor of crops normalised to [-1, 1] (``x / 127.5 - 1``) and returns a tensor or a
     dict with ``features`` (and optionally ``output_stride``), like
     :func:`nasseg_tf.models.mobilenet_v2.mobilenet_v2_backbone`. Weights:
-    ``weights`` may be a Keras file (``.weights.h5`` / ``.keras``, loaded with
-    ``Model.load_weights``: same layer structure) or a TensorFlow checkpoint written by
-    the training loop (prefix or folder; each backbone variable is read from
-    ``model/<its Keras path>``, e.g. ``model/stem_conv/kernel``, so a segmenter's
-    checkpoint works when its backbone layers have the same names; all must be present,
-    extra entries are ignored). Without ``weights`` the backbone is **randomly
+    ``weights`` may be a ``.weights.h5`` file (``Model.load_weights``: same layer
+    structure), or anything a training warm start takes
+    (:func:`~nasseg_tf.train.warm_start.warm_start`): a training run or checkpoint of a
+    segmenter with the same backbone (each backbone variable read by its Keras path),
+    a saved ``.keras`` segmenter, or an official TF1 checkpoint (the ImageNet
+    ``mobilenet_v2`` one, or a whole DeepLab model) — every backbone weight must be
+    found, extra entries are ignored. Without ``weights`` the backbone is **randomly
     initialised** after ``keras.utils.set_random_seed(seed)`` (deterministic across
     processes; note the global side effect). No pretrained
     MobileNet-v2 weights ship with this package (the demo has none): random-init
@@ -290,24 +291,16 @@ class FeatureCache:
         return model, stride
 
     def _load_weights(self, model):
+        """The backbone's weights from ``self.weights`` (see the class docstring)."""
         path = self.weights
-        if path.endswith((".weights.h5", ".keras")):
+        if path.endswith(".weights.h5"):
             if not os.path.exists(path):
                 raise FileNotFoundError(f"backbone weights not found: {path}")
             model.load_weights(path)
             return
-        prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
-        if prefix is None or not tf.io.gfile.exists(prefix + ".index"):
-            raise FileNotFoundError(f"backbone weights {path}: not a .weights.h5 / .keras "
-                                    "file nor a TensorFlow checkpoint (prefix or folder)")
-        # The training loop's layout (checkpointing.py): weights keyed by Keras path
-        # under "model"; extra entries (decoder, optimizer, step) are ignored.
-        status = tf.train.Checkpoint(model=variables_by_path(model.weights)).read(prefix)
-        try:
-            status.expect_partial().assert_existing_objects_matched()
-        except AssertionError as e:
-            raise ValueError(f"backbone weights {prefix}: some of the backbone's "
-                             f"variables are not in the checkpoint ({e})") from None
+        # A training run / checkpoint, a .keras file or an official checkpoint; every
+        # backbone weight must be there (a partly initialised backbone is a mistake).
+        warm_start(model, path, require_all=True)
 
     def _weights_checksum(self, model):
         digest = hashlib.sha256()
