@@ -60,8 +60,21 @@ def get_spec(name):
             f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
 
 
-def build(name, num_classes=19, **overrides):
-    """Builds zoo model ``name`` as a ``keras.Model`` (raw pixels in, logits out)."""
+def build(name, num_classes=19, weights=None, skip_logits=False, **overrides):
+    """Builds zoo model ``name`` as a ``keras.Model`` (raw pixels in, logits out).
+
+    Args:
+      name: a zoo name (:func:`list_models`).
+      num_classes: logits channels.
+      weights: optional weights to load: an official TF1 DeepLab checkpoint (a
+        ``model.ckpt-N`` prefix or its folder; a whole model, or an ImageNet backbone
+        into the model's backbone — :func:`nasseg_tf.models.weights.
+        load_official_checkpoint`, strict), or a Keras weights file
+        (``.weights.h5``) or ``.keras`` model of the same architecture.
+      skip_logits: with an official checkpoint, leave the logits at their initial
+        weights (fine-tuning to another class count).
+      **overrides: builder arguments (see the entry's builder).
+    """
     spec = get_spec(name)
     allowed = set(inspect.signature(spec.builder).parameters) - {"num_classes", "name"}
     unknown = set(overrides) - allowed
@@ -69,7 +82,28 @@ def build(name, num_classes=19, **overrides):
         raise ValueError(
             f"{name}: unknown override(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     kwargs = {**spec.defaults, **overrides}
-    return spec.builder(num_classes=num_classes, name=name, **kwargs)
+    model = spec.builder(num_classes=num_classes, name=name, **kwargs)
+    if weights is not None:
+        load_weights(model, weights, skip_logits=skip_logits)
+    return model
+
+
+def load_weights(model, path, skip_logits=False):
+    """Loads ``path`` into a zoo model (see :func:`build`'s ``weights``); returns the
+    import report (``loaded``, ``unused``, ...) for official checkpoints."""
+    from nasseg_tf.models import weights as weights_lib  # pylint: disable=import-outside-toplevel
+
+    path = os.fspath(path)
+    if path.endswith(".weights.h5"):
+        model.load_weights(path)
+        return {"loaded": len(model.weights)}
+    if path.endswith(".keras"):
+        import keras  # pylint: disable=import-outside-toplevel
+
+        saved = keras.saving.load_model(path, compile=False)
+        model.set_weights(saved.get_weights())
+        return {"loaded": len(model.weights)}
+    return weights_lib.load_official_checkpoint(model, path, skip_logits=skip_logits)
 
 
 @dataclasses.dataclass(frozen=True)
