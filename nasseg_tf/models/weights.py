@@ -42,7 +42,7 @@ class CheckpointImportError(ValueError):
 
 
 def _listing(names, what):
-    names = sorted(names)
+    """``"<n> <what>: a, b, ... (and k more)"`` (names in the order given)."""
     more = f" (and {len(names) - _LIMIT} more)" if len(names) > _LIMIT else ""
     return f"{len(names)} {what}: {', '.join(names[:_LIMIT])}{more}"
 
@@ -141,7 +141,7 @@ def plan_import(model, shapes, scope="auto", skip_logits=False):
     if missing or mismatched:
         parts = [_listing(missing, "missing")] if missing else []
         parts += [_listing(mismatched, "with another shape")] if mismatched else []
-        scopes = sorted({"/".join(n.split("/")[:3]) for n in missing})[:3]
+        scopes = list(dict.fromkeys("/".join(n.split("/")[:2]) for n in missing))[:3]
         hint = f" (first missing scopes: {', '.join(scopes)})" if scopes else ""
         raise CheckpointImportError(
             f"the checkpoint does not fit {model.name} ({scope} scope): "
@@ -149,7 +149,7 @@ def plan_import(model, shapes, scope="auto", skip_logits=False):
     used = {name for _, name, _ in assign}
     used |= {name[:-len(_SHADOW)] for name in used if name.endswith(_SHADOW)}
     return {"assign": assign, "scope": scope, "skipped": skipped,
-            "unused": sorted(content - used)}
+            "unused": sorted(content - used)}  # missing/mismatched: in the model's order
 
 
 def load_official_checkpoint(model, path, scope="auto", skip_logits=False):
