@@ -17,6 +17,11 @@ non-trainable variable ``training_progress``, which the training task sets to
 ``step / total_steps`` before every step (:data:`TRAINING_PROGRESS`). Our choices: the
 paper does not state the keep probability (default 1.0 = off); ``skip_connect`` edges are
 never dropped (an identity path always survives) and ``none`` has nothing to drop.
+
+Resizing H^{l-2}: bilinear with ``align_corners`` (the official ``nas_cell.py`` resizes
+with aligned corners; False, half-pixel centres, is what configs saved before the option
+mean). The ops' own resizing (``atrous`` with stride 2) is the op's
+(:mod:`nasseg_tf.layers.ops`).
 """
 
 import keras
@@ -46,14 +51,16 @@ class DerivedCell(keras.layers.Layer):
         cell (1.0: no drop path; see the module docstring).
       layer_ratio: ``(l + 1) / L`` of this cell in the network.
       seed: seed of the drop-path masks.
+      align_corners: resizing convention of H^{l-2} (see the module docstring).
 
     Call: ``cell([h_prev, h_prev_prev], training)``.
     """
 
     def __init__(self, cell, filters, stride=1, resample_prev_prev=False,
                  bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, drop_path_keep_prob=1.0,
-                 layer_ratio=1.0, seed=None, **kwargs):
+                 layer_ratio=1.0, seed=None, align_corners=False, **kwargs):
         super().__init__(**kwargs)
+        self.align_corners = bool(align_corners)
         self.drop_path_keep_prob = float(drop_path_keep_prob)
         self.layer_ratio = float(layer_ratio)
         if not 0.0 < self.drop_path_keep_prob <= 1.0:
@@ -112,7 +119,8 @@ class DerivedCell(keras.layers.Layer):
     def call(self, inputs, training=None):
         h_prev, h_prev_prev = inputs
         if self.resample_prev_prev:
-            h_prev_prev = resize_bilinear(h_prev_prev, spatial_size(h_prev))
+            h_prev_prev = resize_bilinear(h_prev_prev, spatial_size(h_prev),
+                                          self.align_corners)
         states = [self.preprocess_prev(h_prev, training=training)]
         if self.preprocess_prev_prev is not None:
             h_prev_prev = self.preprocess_prev_prev(h_prev_prev, training=training)
@@ -154,5 +162,6 @@ class DerivedCell(keras.layers.Layer):
                       stride=self.stride, resample_prev_prev=self.resample_prev_prev,
                       bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
                       drop_path_keep_prob=self.drop_path_keep_prob,
-                      layer_ratio=self.layer_ratio, seed=self.seed)
+                      layer_ratio=self.layer_ratio, seed=self.seed,
+                      align_corners=self.align_corners)
         return config

@@ -3,6 +3,13 @@
 Defaults follow the official DeepLab release for Auto-DeepLab (SPEC §2.5): batch norm
 decay 0.9997 and epsilon 1e-3, convolutions without bias (a BN follows every conv).
 Kernel initialiser: He normal (the papers train from scratch and do not fix one).
+
+The official graph's batch-norm settings per part (SPEC §7, "Numerics of the official
+graph") are the constants below: epsilon 1e-3 in the backbones (Xception, MobileNet-v2,
+hnasnet) and :data:`HEAD_BN_EPSILON` = 1e-5 in ASPP, DPC and the decoder (DeepLab's
+``model.py``); decay 0.9997 except slim MobileNet-v2's 0.997. Layers default to
+``BN_EPSILON`` everywhere (what configs saved without per-part settings mean); the zoo
+passes the per-part values.
 """
 
 import contextlib
@@ -12,6 +19,10 @@ from keras import ops
 
 BN_MOMENTUM = 0.9997
 BN_EPSILON = 1e-3
+#: Batch-norm epsilon of the official ASPP, DPC and decoder.
+HEAD_BN_EPSILON = 1e-5
+#: Batch-norm decay of slim's MobileNet-v2 in the official DeepLab.
+MOBILENET_V2_BN_MOMENTUM = 0.997
 KERNEL_INITIALIZER = "he_normal"
 
 
@@ -59,9 +70,14 @@ def batch_norm(name, momentum=BN_MOMENTUM, epsilon=BN_EPSILON):
 def pad_for_stride(x, kernel_size, rate=1):
     """Pads ``x`` symmetrically so a VALID strided conv acts like DeepLab's conv2d_same.
 
-    TensorFlow's 'SAME' padding with stride 2 pads one pixel more at the bottom/right;
-    the official DeepLab code pads ``(k_eff - 1) // 2`` before and the rest after.
-    Output size is ``ceil(size / stride)`` either way; alignment differs.
+    The official Xception (``fixed_padding`` before ``conv2d_same`` and
+    ``separable_conv2d_same`` with stride > 1) pads ``(k_eff − 1) // 2`` before and the
+    rest after, ``k_eff = k + (k − 1)(rate − 1)``; TensorFlow's 'SAME' padding with
+    stride 2 on an even size pads one pixel more at the end instead (on odd sizes, such
+    as DeepLab's ``k·OS + 1`` crops, the two agree). Output size is ``ceil(size /
+    stride)`` either way; alignment differs. At stride 1 the official graph uses 'SAME',
+    which for the odd ``k_eff`` of a k×k atrous conv (k odd) is this same symmetric
+    padding, so :class:`ConvBN` keeps Keras' ``padding="same"`` there.
     """
     k_eff = kernel_size + (kernel_size - 1) * (rate - 1)
     total = k_eff - 1
@@ -79,7 +95,9 @@ class ConvBN(keras.layers.Layer):
     Args:
       filters: output channels.
       kernel_size: square kernel size.
-      strides: 1 or 2. Strided convs use DeepLab's explicit symmetric padding.
+      strides: 1 or 2. Strided convs use DeepLab's explicit symmetric padding
+        (:func:`pad_for_stride`); stride-1 convs 'same' padding, symmetric for odd
+        kernels at any rate.
       dilation_rate: int or (rate_h, rate_w); asymmetric rates are allowed.
       separable: depthwise-separable instead of a regular conv.
       pre_activation: apply ReLU before the conv (NAS-cell style).

@@ -8,7 +8,8 @@ a published name such as ``"dpc_top1_cityscapes"``, or a path):
   output_stride`` — depthwise → BN → ReLU → pointwise → BN → ReLU;
 * ``pyramid_pooling`` grid ``[g_h, g_w]``: average pooling with stride 1 and VALID
   padding, kernel ``int((pool_crop - 1) / (OS·g) + 1)`` per axis, then 1×1 conv → BN →
-  ReLU, then bilinear resize back to the feature size (grid 1×1 = image pooling).
+  ReLU, then bilinear resize back to the feature size (grid 1×1 = image pooling; ASPP's
+  :class:`~nasseg_tf.layers.heads.ImagePooling` is this layer with that grid).
 
 All convs have ``filters`` (256) outputs. The branch outputs are concatenated, dropped
 out (keep 0.9) and projected by a 1×1 conv → BN → ReLU (``projection``).
@@ -24,7 +25,11 @@ Choices where the papers are silent, each a parameter:
   (cumulative sums), so any size works; with static sizes it is ``average_pool``.
 * Dropout on the concatenation, before the projection (``dropout_before_projection``;
   the issue text's order), rate 0.1.
-* Bilinear resizing uses half-pixel centres (package-wide choice, see ``resize.py``).
+* Bilinear resizing: ``align_corners=False`` (half-pixel centres) by default, so configs
+  saved before the option existed keep their numerics; the official graph (and the zoo's
+  DPC models) use ``align_corners=True`` (see :mod:`nasseg_tf.layers.resize`).
+* Global pooling (no ``pool_crop_size``, grid 1×1) is a mean over the whole map,
+  broadcast back: the same function as the pool-and-resize, cheaper, for any size.
 """
 
 import keras
@@ -61,12 +66,17 @@ class PyramidPooling(keras.layers.Layer):
       grid_size: ``(g_h, g_w)``.
       output_stride: the features' output stride (for ``pool_crop_size``).
       pool_crop_size: ``(H, W)`` crop the official kernel formula uses, or None to
-        derive the kernel from the feature size (see the module docstring).
+        derive the kernel from the feature size (see the module docstring). A fixed
+        window larger than the feature map fails, as in the official graph.
+      bn_momentum, bn_epsilon: batch-norm settings of the 1×1 conv.
+      align_corners: resizing convention of the resize back (False: half-pixel
+        centres, also for configs saved without the key; True: the official graph).
+      use_bn: batch norm after the 1×1 conv (without it the conv gets a bias).
     """
 
     def __init__(self, filters=256, grid_size=(1, 1), output_stride=16,
                  pool_crop_size=None, bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON,
-                 **kwargs):
+                 align_corners=False, use_bn=True, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.grid_size = tuple(int(g) for g in grid_size)
@@ -75,8 +85,15 @@ class PyramidPooling(keras.layers.Layer):
                                else tuple(int(s) for s in pool_crop_size))
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
-        self.conv = ConvBN(self.filters, 1, name="conv", bn_momentum=self.bn_momentum,
-                           bn_epsilon=self.bn_epsilon)
+        self.align_corners = bool(align_corners)
+        self.use_bn = bool(use_bn)
+        self.conv = ConvBN(self.filters, 1, use_bn=self.use_bn, name="conv",
+                           bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+
+    @property
+    def is_global(self):
+        """Whether the pooling is a mean over the whole map (whatever its size)."""
+        return self.pool_crop_size is None and self.grid_size == (1, 1)
 
     def kernel_size(self, feature_size):
         """Pooling kernel per axis for a feature map of ``feature_size`` (ints or tensors)."""
@@ -89,6 +106,10 @@ class PyramidPooling(keras.layers.Layer):
         self.conv.build((input_shape[0], None, None, input_shape[-1]))
 
     def call(self, x, training=None):
+        if self.is_global:  # a 1×1 map: resizing it back is broadcasting
+            y = self.conv(ops.mean(x, axis=(1, 2), keepdims=True), training=training)
+            shape = ops.shape(x)
+            return ops.broadcast_to(y, (shape[0], shape[1], shape[2], self.filters))
         size = spatial_size(x)
         kernel = self.kernel_size(size)
         if all(isinstance(k, int) for k in kernel):
@@ -96,7 +117,7 @@ class PyramidPooling(keras.layers.Layer):
         else:
             pooled = _box_mean_valid(_box_mean_valid(x, 1, kernel[0]), 2, kernel[1])
         y = self.conv(pooled, training=training)
-        return resize_bilinear(y, size)
+        return resize_bilinear(y, size, self.align_corners)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:3]) + (self.filters,)
@@ -107,7 +128,8 @@ class PyramidPooling(keras.layers.Layer):
                       output_stride=self.output_stride,
                       pool_crop_size=(None if self.pool_crop_size is None
                                       else list(self.pool_crop_size)),
-                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                      align_corners=self.align_corners, use_bn=self.use_bn)
         return config
 
 
@@ -126,11 +148,16 @@ class DensePredictionCell(keras.layers.Layer):
       dropout_rate: dropout on the concatenation in training (0.1 = keep 0.9).
       dropout_before_projection: dropout on the concat (True) or on the projection's
         output (False).
+      bn_momentum, bn_epsilon: batch-norm settings of every conv (official: 0.9997,
+        1e-5).
+      align_corners: resizing convention of the pyramid-pooling branches (see
+        :class:`PyramidPooling`).
     """
 
     def __init__(self, cell="dpc_top1_cityscapes", filters=256, output_stride=16,
                  pool_crop_size=None, dropout_rate=0.1, dropout_before_projection=True,
-                 bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, **kwargs):
+                 bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, align_corners=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.cell = load_dpc_cell(cell, allow_files=False)
         self.filters = int(filters)
@@ -144,6 +171,7 @@ class DensePredictionCell(keras.layers.Layer):
         self.dropout_before_projection = bool(dropout_before_projection)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
+        self.align_corners = bool(align_corners)
         bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
         multiplier = 16 // self.output_stride
         self.branches = []
@@ -151,7 +179,8 @@ class DensePredictionCell(keras.layers.Layer):
             name = f"branch_{i}"
             if branch.op == "pyramid_pooling":
                 layer = PyramidPooling(self.filters, branch.grid_size, self.output_stride,
-                                       self.pool_crop_size, name=name, **bn)
+                                       self.pool_crop_size, name=name,
+                                       align_corners=self.align_corners, **bn)
             elif branch.kernel == 1:
                 layer = ConvBN(self.filters, 1, name=name, **bn)
             else:
@@ -193,5 +222,6 @@ class DensePredictionCell(keras.layers.Layer):
                                       else list(self.pool_crop_size)),
                       dropout_rate=self.dropout_rate,
                       dropout_before_projection=self.dropout_before_projection,
-                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                      align_corners=self.align_corners)
         return config

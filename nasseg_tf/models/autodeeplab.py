@@ -15,6 +15,14 @@ Backbone: stem (3×3 conv 64 /2 → BN → ReLU → 3×3 conv 64 → BN → ReLU
 
 Endpoints: ``low_level`` = Cell_2's output (downsample 4 on the published path),
 ``features`` = ReLU of the last cell's output.
+
+Numerics (``align_corners``): the official ``nas_network.py`` / ``nas_cell.py`` resize
+with aligned corners (DeepLab's ``resize_bilinear``) in the up-steps and for H^{l-2};
+False (half-pixel centres) is what configs saved before the option mean. On DeepLab's
+crops (``k·32 + 1``) the official up-step size ``2n − 1`` equals the finer level's
+earlier size that we use, and hnasnet's 'SAME' padding of strided convs equals our
+symmetric padding; on other sizes both differ. The stride-2 ``atrous`` op resizes
+inside :mod:`nasseg_tf.layers.ops`, with half-pixel centres.
 """
 
 import keras
@@ -27,7 +35,7 @@ from nasseg_tf.search_space.genotypes import load_genotype
 
 def autodeeplab_backbone(images, genotype, filter_multiplier=20, low_level_cell=2,
                          bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON,
-                         drop_path_keep_prob=1.0):
+                         drop_path_keep_prob=1.0, align_corners=False):
     """Applies the Auto-DeepLab backbone to a (normalised) image tensor.
 
     Args:
@@ -37,6 +45,8 @@ def autodeeplab_backbone(images, genotype, filter_multiplier=20, low_level_cell=
       low_level_cell: index of the cell whose output feeds the decoder.
       drop_path_keep_prob: scheduled drop path in the cells (1.0: off; see
         :class:`~nasseg_tf.layers.cell.DerivedCell`).
+      align_corners: resizing convention of the up-steps and of the cells' H^{l-2}
+        (see the module docstring).
 
     Returns:
       ``dict(low_level=..., features=..., cells=[...])`` of Keras tensors.
@@ -61,13 +71,15 @@ def autodeeplab_backbone(images, genotype, filter_multiplier=20, low_level_cell=
         h_prev_prev, pp_level = outputs[-2]
         stride = 2 if level == prev_level + 1 else 1
         if level == prev_level - 1:
-            h_prev = ResizeLike(name=f"cell_{l}_upsample")([h_prev, at_level[level]])
+            h_prev = ResizeLike(align_corners, name=f"cell_{l}_upsample")(
+                [h_prev, at_level[level]])
         input_level = level if stride == 1 else prev_level
         cell = DerivedCell(
             genotype.cell, filter_multiplier * 2 ** level, stride=stride,
             resample_prev_prev=pp_level != input_level,
             drop_path_keep_prob=drop_path_keep_prob,
-            layer_ratio=(l + 1) / len(genotype.path), name=f"cell_{l}", **bn)
+            layer_ratio=(l + 1) / len(genotype.path), align_corners=align_corners,
+            name=f"cell_{l}", **bn)
         out = cell([h_prev, h_prev_prev])
         cells.append(out)
         outputs.append((out, level))

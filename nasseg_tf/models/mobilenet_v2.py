@@ -18,14 +18,20 @@ Output stride (DeepLab's rule, Chen et al. 2017 §3.1, see :func:`atrous_schedul
 the accumulated stride reaches ``output_stride``, later strides become 1 and multiply
 the dilation rate of the blocks after them instead.
 
-Padding: strided convs (the stem and four depthwise convs) pad explicitly and
-symmetrically, ``(k_eff - 1) // 2`` before and the rest after, like DeepLab's
-``conv2d_same`` (:func:`nasseg_tf.layers.common.pad_for_stride`) and our Xception.
-The slim MobileNet in the official DeepLab code uses TensorFlow's 'SAME' padding, which
-puts the extra pixel at the bottom/right; symmetric padding keeps output pixel ``i``
-centred on input pixel ``OS·i`` for the DeepLab crop sizes ``OS·k + 1`` (what
-corner-aligned bilinear resizing assumes). Output sizes (``ceil(n / stride)`` per step)
-and parameter counts are the same either way.
+Padding of the strided convs (the stem and four depthwise convs), a parameter:
+
+* ``explicit_padding=True`` (the default, what this function always did): pad
+  explicitly and symmetrically, ``(k_eff - 1) // 2`` before and the rest after, like
+  DeepLab's ``conv2d_same`` (:func:`nasseg_tf.layers.common.pad_for_stride`), our
+  Xception and slim's ``use_explicit_padding=True``; then a VALID conv.
+* ``explicit_padding=False``: TensorFlow's 'SAME' padding, which on an even size puts
+  the extra pixel at the bottom/right — what the slim MobileNet-v2 in the official
+  DeepLab graph does (``mobilenet_base`` with ``use_explicit_padding=False``; SPEC §7).
+  The zoo's official numerics use it.
+
+On odd sizes (DeepLab's crops ``OS·k + 1`` keep every intermediate size odd) the two
+agree. Output sizes (``ceil(n / stride)`` per step), layer names of the weights and
+parameter counts are the same either way (the padding layers have no weights).
 
 Depth multiplier: every channel count (stem and block outputs) is multiplied and rounded
 to a multiple of 8 by :func:`make_divisible` (the rule of the reference implementation);
@@ -103,7 +109,8 @@ def _check_output_stride(output_stride):
 
 
 def mobilenet_v2_backbone(images, output_stride=16, depth_multiplier=1.0,
-                          bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, name_prefix=""):
+                          bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, name_prefix="",
+                          explicit_padding=True):
     """Applies MobileNet-v2 to a (normalised) image tensor.
 
     Args:
@@ -111,8 +118,11 @@ def mobilenet_v2_backbone(images, output_stride=16, depth_multiplier=1.0,
       output_stride: 8, 16 or 32 (32 = no atrous conv).
       depth_multiplier: width multiplier α of all layers (channels rounded to
         multiples of 8).
-      bn_momentum, bn_epsilon: batch-norm settings.
+      bn_momentum, bn_epsilon: batch-norm settings (official DeepLab: 0.997, 1e-3).
       name_prefix: prepended to every layer name (two backbones in one model).
+      explicit_padding: symmetric explicit padding of the strided convs (True) or
+        TensorFlow 'SAME' padding as in the official DeepLab graph (False); see the
+        module docstring.
 
     Returns:
       ``dict(features=..., low_level=..., output_stride=...)``: ``features`` is the
@@ -134,9 +144,16 @@ def mobilenet_v2_backbone(images, output_stride=16, depth_multiplier=1.0,
     (stem_stride, _), *schedule = atrous_schedule(
         [2] + [s for _, _, s in blocks], output_stride)
 
+    def pad(x, stride, name):
+        """``(x, the 3×3 conv's padding mode)``: explicit symmetric padding before a
+        strided conv, else 'same' (TF 'SAME': at stride 2 the extra pixel at the end)."""
+        if stride > 1 and explicit_padding:
+            return keras.layers.ZeroPadding2D(1, name=name)(x), "valid"
+        return x, "same"
+
     stem_filters = make_divisible(STEM_FILTERS * depth_multiplier)
-    x = keras.layers.ZeroPadding2D(1, name=f"{p}stem_pad")(images)
-    x = keras.layers.Conv2D(stem_filters, 3, strides=stem_stride, padding="valid",
+    x, padding = pad(images, stem_stride, f"{p}stem_pad")
+    x = keras.layers.Conv2D(stem_filters, 3, strides=stem_stride, padding=padding,
                             name=f"{p}stem_conv", **conv)(x)
     x = batch_norm(f"{p}stem_bn", **bn)(x)
     x = keras.layers.ReLU(6.0, name=f"{p}stem_relu")(x)
@@ -151,11 +168,9 @@ def mobilenet_v2_backbone(images, output_stride=16, depth_multiplier=1.0,
             x = keras.layers.Conv2D(in_channels * t, 1, name=f"{name}_expand", **conv)(x)
             x = batch_norm(f"{name}_expand_bn", **bn)(x)
             x = keras.layers.ReLU(6.0, name=f"{name}_expand_relu")(x)
-        if stride > 1:
-            x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+        x, padding = pad(x, stride, f"{name}_pad")
         x = keras.layers.DepthwiseConv2D(
-            3, strides=stride, dilation_rate=rate,
-            padding="valid" if stride > 1 else "same", use_bias=False,
+            3, strides=stride, dilation_rate=rate, padding=padding, use_bias=False,
             depthwise_initializer=KERNEL_INITIALIZER, name=f"{name}_depthwise")(x)
         x = batch_norm(f"{name}_depthwise_bn", **bn)(x)
         x = keras.layers.ReLU(6.0, name=f"{name}_depthwise_relu")(x)

@@ -2,7 +2,14 @@
 
 Every zoo model takes float images of any size in raw pixel units [0, 255] and returns
 logits at the input size. Normalisation lives inside the model (one less thing to get
-wrong between training, evaluation and serving); ``preprocess`` picks it.
+wrong between training, evaluation and serving); ``preprocess`` picks it. The official
+DeepLab graph scales pixels as ``(2 / 255) · x − 1`` (SPEC §7); ``minus_one_to_one`` is
+that formula in float32 to the bit (Keras' ``Rescaling`` computes ``x · scale + offset``
+with ``scale`` = float32(2/255) = float32(1/127.5); the tests compare all 256 pixel
+values).
+
+The logits are upsampled to the input size bilinearly with the model's resizing
+convention (``align_corners``; :mod:`nasseg_tf.layers.resize`).
 """
 
 import keras
@@ -10,8 +17,8 @@ import keras
 from nasseg_tf.layers.resize import ResizeLike
 
 _PREPROCESS = {
-    # pixels to [-1, 1] (Auto-DeepLab, Xception and MobileNet-v2 in DeepLab).
-    "minus_one_to_one": dict(scale=1.0 / 127.5, offset=-1.0),
+    # pixels to [-1, 1] as (2/255)·x − 1 (Auto-DeepLab, Xception, MobileNet-v2 in DeepLab).
+    "minus_one_to_one": dict(scale=2.0 / 255.0, offset=-1.0),
     "zero_to_one": dict(scale=1.0 / 255.0, offset=0.0),
     "none": None,
 }
@@ -28,7 +35,7 @@ def preprocess_layer(mode):
 
 
 def build_segmenter(backbone_fn, context, decoder, num_classes, name,
-                    preprocess="minus_one_to_one"):
+                    preprocess="minus_one_to_one", align_corners=False):
     """Builds a functional ``keras.Model``: raw images → logits at input size.
 
     Args:
@@ -39,6 +46,8 @@ def build_segmenter(backbone_fn, context, decoder, num_classes, name,
       num_classes: number of output classes.
       name: the model name.
       preprocess: normalisation mode (see ``_PREPROCESS``).
+      align_corners: resizing convention of the logits upsampling (False: half-pixel
+        centres; True: the official DeepLab graph's ``align_corners=True``).
     """
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -51,5 +60,5 @@ def build_segmenter(backbone_fn, context, decoder, num_classes, name,
     if decoder is not None:
         y = decoder([y, endpoints["low_level"]])
     logits = keras.layers.Conv2D(num_classes, 1, use_bias=True, name="logits")(y)
-    logits = ResizeLike(name="upsample_logits")([logits, images])
+    logits = ResizeLike(align_corners, name="upsample_logits")([logits, images])
     return keras.Model(images, logits, name=name)

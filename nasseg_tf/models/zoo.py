@@ -19,7 +19,8 @@ import dataclasses
 import inspect
 import os
 
-from nasseg_tf.layers.common import BN_EPSILON, BN_MOMENTUM
+from nasseg_tf.layers.common import (BN_EPSILON, BN_MOMENTUM, HEAD_BN_EPSILON,
+                                     MOBILENET_V2_BN_MOMENTUM)
 from nasseg_tf.layers.heads import ASPP, DeepLabV3PlusDecoder
 from nasseg_tf.models.autodeeplab import autodeeplab_backbone
 from nasseg_tf.models.segmenter import build_segmenter
@@ -200,6 +201,59 @@ class ModelConfig:
 
 
 # --------------------------------------------------------------------------------------
+# Numerics: the conventions of a model's arithmetic that its trained weights depend on.
+
+#: Named sets of numerical conventions (``numerics=`` of the builders below):
+#:
+#: * ``official`` — the official TF1 DeepLab graph (SPEC §7, "Numerics of the official
+#:   graph"): bilinear resizing with aligned corners everywhere (features, image
+#:   pooling, decoder, logits); batch-norm epsilon 1e-3 in the backbone and 1e-5 in
+#:   ASPP / DPC / decoder, decay 0.9997 (slim MobileNet-v2: 0.997); MobileNet-v2's
+#:   strided convs with TensorFlow 'SAME' padding (Xception pads symmetrically in both).
+#:   Official checkpoints loaded into such a model give the official outputs.
+#: * ``legacy`` — this package before these options existed: half-pixel resizing,
+#:   epsilon 1e-3 and decay 0.9997 everywhere, symmetric padding in MobileNet-v2. The
+#:   override that gives runs trained before the change their numerics back when their
+#:   model is rebuilt from the zoo (models saved with Keras keep theirs anyway).
+NUMERICS = {
+    "official": dict(align_corners=True, head_bn_epsilon=HEAD_BN_EPSILON,
+                     mobilenet_bn_momentum=MOBILENET_V2_BN_MOMENTUM,
+                     mobilenet_explicit_padding=False),
+    "legacy": dict(align_corners=False, head_bn_epsilon=BN_EPSILON,
+                   mobilenet_bn_momentum=BN_MOMENTUM, mobilenet_explicit_padding=True),
+}
+
+
+def resolve_numerics(numerics, backbone=None, bn_momentum=None, bn_epsilon=None):
+    """The settings of a numerics name for one model.
+
+    Args:
+      numerics: a key of :data:`NUMERICS`.
+      backbone: the backbone family (``mobilenet_v2`` has its own decay and padding).
+      bn_momentum, bn_epsilon: when not None, used in every part instead (e.g. a small
+        decay for short runs), as these overrides always did.
+
+    Returns:
+      ``dict(align_corners, backbone_bn, head_bn, mobilenet_explicit_padding)`` with
+      ``*_bn`` the ``bn_momentum`` / ``bn_epsilon`` keyword arguments of each part.
+    """
+    if numerics not in NUMERICS:
+        raise ValueError(f"unknown numerics {numerics!r}; known: {', '.join(NUMERICS)}")
+    spec = NUMERICS[numerics]
+    backbone_momentum = (spec["mobilenet_bn_momentum"] if backbone == "mobilenet_v2"
+                         else BN_MOMENTUM)
+
+    def bn(momentum, epsilon):
+        return dict(bn_momentum=momentum if bn_momentum is None else float(bn_momentum),
+                    bn_epsilon=epsilon if bn_epsilon is None else float(bn_epsilon))
+
+    return dict(align_corners=spec["align_corners"],
+                backbone_bn=bn(backbone_momentum, BN_EPSILON),
+                head_bn=bn(BN_MOMENTUM, spec["head_bn_epsilon"]),
+                mobilenet_explicit_padding=spec["mobilenet_explicit_padding"])
+
+
+# --------------------------------------------------------------------------------------
 # Auto-DeepLab.
 
 
@@ -207,31 +261,44 @@ def build_autodeeplab(num_classes, name="autodeeplab", genotype="autodeeplab_cit
                       filter_multiplier=20, aspp_filters=256, aspp_rates=(12, 24, 36),
                       aspp_separable=False, decoder=True, decoder_filters=256,
                       decoder_separable=False, low_level_cell=2, dropout_rate=0.1,
-                      bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, path=None,
-                      drop_path_keep_prob=1.0):
+                      bn_momentum=None, bn_epsilon=None, path=None,
+                      drop_path_keep_prob=1.0, numerics="official"):
     """Auto-DeepLab: derived backbone + ASPP + DeepLabv3+ decoder (SPEC §2.5).
 
     Regular (not separable) convs in ASPP and decoder reproduce the paper's parameter
     counts (Table 2); the ASPP rates are not stated in the paper — (12, 24, 36) is the
-    DeepLab convention at output stride 8. ``bn_momentum`` defaults to the official
-    0.9997, which suits 1.5M-step training; short runs (the demo) need a smaller one
-    for the moving statistics to settle. ``path`` replaces the genotype's network path
-    (a list of levels), e.g. a shallower network for tests. ``drop_path_keep_prob`` < 1
-    turns on scheduled drop path in the cells (the paper retrains with it but does not
-    state the probability; see :class:`~nasseg_tf.layers.cell.DerivedCell`).
+    DeepLab convention at output stride 8. ``numerics`` (see :data:`NUMERICS`): the
+    official DeepLab framework that ran ``nas_hnasnet`` resizes with aligned corners
+    everywhere (also in the backbone's up-steps and cells) and uses batch-norm epsilon
+    1e-3 in hnasnet (SPEC §2.5) and 1e-5 in ASPP and decoder, decay 0.9997 — the
+    default (not yet exact: the stride-2 ``atrous`` op resizes with half-pixel centres
+    inside :mod:`nasseg_tf.layers.ops`); ``"legacy"`` gives the numerics of models
+    trained before the option.
+    ``bn_momentum`` / ``bn_epsilon`` set every part at once: the official decay 0.9997
+    suits 1.5M-step training; short runs (the demo) need a smaller one for the moving
+    statistics to settle. ``path`` replaces the genotype's network path (a list of
+    levels), e.g. a shallower network for tests. ``drop_path_keep_prob`` < 1 turns on
+    scheduled drop path in the cells (the paper retrains with it but does not state the
+    probability; see :class:`~nasseg_tf.layers.cell.DerivedCell`).
     """
     genotype = load_genotype(genotype)
     if path is not None:  # the genotype's cell on another network path
         genotype = NetworkGenotype(genotype.cell, tuple(path), genotype.name).validate()
-    bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+    settings = resolve_numerics(numerics, "hnasnet", bn_momentum, bn_epsilon)
+    align_corners = settings["align_corners"]
+    head_bn = settings["head_bn"]
     context = ASPP(aspp_filters, aspp_rates, separable=aspp_separable,
-                   dropout_rate=dropout_rate, name="context", **bn)
+                   dropout_rate=dropout_rate, output_stride=genotype.output_stride,
+                   align_corners=align_corners, name="context", **head_bn)
     dec = (DeepLabV3PlusDecoder(decoder_filters, separable=decoder_separable,
-                                name="decoder", **bn) if decoder else None)
+                                align_corners=align_corners, name="decoder", **head_bn)
+           if decoder else None)
     return build_segmenter(
         lambda x: autodeeplab_backbone(x, genotype, filter_multiplier, low_level_cell,
-                                       drop_path_keep_prob=drop_path_keep_prob, **bn),
-        context, dec, num_classes, name)
+                                       drop_path_keep_prob=drop_path_keep_prob,
+                                       align_corners=align_corners,
+                                       **settings["backbone_bn"]),
+        context, dec, num_classes, name, align_corners=align_corners)
 
 
 _ADL_PAPER = "Liu et al. 2019, Table 2 (Cityscapes val, 19 classes)"
@@ -250,14 +317,17 @@ for _suffix, _f, _params, _madds, _miou in (
 # DeepLab with a DPC or ASPP context module on MobileNet-v2 / Xception (Chen et al. 2018).
 
 
-def _mobilenet_v2(images, output_stride, depth_multiplier, **bn):
+def _mobilenet_v2(images, output_stride, depth_multiplier, explicit_padding, **bn):
     from nasseg_tf.models.mobilenet_v2 import mobilenet_v2_backbone  # pylint: disable=import-outside-toplevel
     return mobilenet_v2_backbone(images, output_stride=output_stride,
-                                 depth_multiplier=depth_multiplier, **bn)
+                                 depth_multiplier=depth_multiplier,
+                                 explicit_padding=explicit_padding, **bn)
 
 
 def _xception(depth):
-    def backbone(images, output_stride, depth_multiplier, **bn):
+    def backbone(images, output_stride, depth_multiplier, explicit_padding, **bn):
+        # The official Xception pads its strided convs explicitly in any case.
+        del explicit_padding
         from nasseg_tf.models.xception import xception_backbone  # pylint: disable=import-outside-toplevel
         if depth_multiplier != 1.0:
             raise ValueError(f"xception_{depth}: depth_multiplier is a MobileNet-v2 option")
@@ -274,7 +344,8 @@ def build_deeplab(num_classes, name="deeplab", backbone="mobilenet_v2", context=
                   dpc_cell="dpc_top1_cityscapes", output_stride=16, depth_multiplier=1.0,
                   context_filters=256, aspp_rates=(6, 12, 18), image_pooling=True,
                   pool_crop_size=None, dropout_rate=0.1, decoder=False,
-                  decoder_filters=256, bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON):
+                  decoder_filters=256, bn_momentum=None, bn_epsilon=None,
+                  numerics="official"):
     """DeepLab on MobileNet-v2 / Xception with a DPC or ASPP context module.
 
     Args:
@@ -284,10 +355,23 @@ def build_deeplab(num_classes, name="deeplab", backbone="mobilenet_v2", context=
         name, a JSON path — e.g. a DPC search's ``best_cell.json`` — or a config
         list) or ``aspp`` (DeepLabv3+ ASPP with separable 3×3 branches).
       aspp_rates: ASPP rates at output stride 16; like the DPC rates they are
-        multiplied by ``16 / output_stride`` (6, 12, 18 → 12, 24, 36 at OS 8).
+        multiplied by ``16 / output_stride`` (6, 12, 18 → 12, 24, 36 at OS 8). Empty:
+        the 1×1 branch (and image pooling) only, as in the official MobileNet-v2
+        DeepLabv3 models.
+      image_pooling: ASPP's image-level branch.
+      pool_crop_size: ``(H, W)`` of the training crop: the pooling windows of the DPC's
+        pyramid pooling and of ASPP's image pooling are fixed from it, as in the
+        official graph (``(crop − 1) // OS + 1`` for image pooling). None: windows
+        derived from the feature size (global image pooling) — the same function when
+        the input is the crop.
       decoder: add the DeepLabv3+ decoder (separable convs) on the backbone's OS-4
         feature, as the official Xception models do.
       depth_multiplier: MobileNet-v2 width.
+      bn_momentum, bn_epsilon: None — each part's setting under ``numerics``; a
+        number — that value in every part.
+      numerics: ``official`` (default; the official TF1 graph's resizing, batch-norm
+        epsilons and padding, so official checkpoints give the official outputs) or
+        ``legacy`` (models trained before the option); see :data:`NUMERICS`.
     """
     # pylint: disable=import-outside-toplevel
     from nasseg_tf.layers.dpc import DensePredictionCell
@@ -299,21 +383,26 @@ def build_deeplab(num_classes, name="deeplab", backbone="mobilenet_v2", context=
                          f"{', '.join(CONTEXT_MODULES)}")
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
-    bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+    settings = resolve_numerics(numerics, backbone, bn_momentum, bn_epsilon)
+    align_corners = settings["align_corners"]
+    head = dict(align_corners=align_corners, **settings["head_bn"])
     if context == "dpc":
         module = DensePredictionCell(load_dpc_cell(dpc_cell), context_filters, output_stride,
                                      pool_crop_size=pool_crop_size,
-                                     dropout_rate=dropout_rate, name="context", **bn)
+                                     dropout_rate=dropout_rate, name="context", **head)
     else:
         multiplier = 16 // output_stride
         module = ASPP(context_filters, tuple(r * multiplier for r in aspp_rates),
                       separable=True, image_pooling=image_pooling,
-                      dropout_rate=dropout_rate, name="context", **bn)
-    dec = (DeepLabV3PlusDecoder(decoder_filters, separable=True, name="decoder", **bn)
+                      dropout_rate=dropout_rate, output_stride=output_stride,
+                      pool_crop_size=pool_crop_size, name="context", **head)
+    dec = (DeepLabV3PlusDecoder(decoder_filters, separable=True, name="decoder", **head)
            if decoder else None)
     return build_segmenter(
-        lambda x: BACKBONES[backbone](x, output_stride, depth_multiplier, **bn),
-        module, dec, num_classes, name)
+        lambda x: BACKBONES[backbone](x, output_stride, depth_multiplier,
+                                      settings["mobilenet_explicit_padding"],
+                                      **settings["backbone_bn"]),
+        module, dec, num_classes, name, align_corners=align_corners)
 
 
 _DPC_PAPER = ("Chen et al. 2018, Table 1 (Cityscapes val, OS 16; context module "
@@ -344,3 +433,15 @@ for _name, _backbone, _context, _decoder, _paper in (
         + (" + DeepLabv3+ decoder (OS 4)" if _decoder else "")
         + (" (published top-1 Cityscapes cell)" if _context == "dpc" else ""),
         _paper)
+
+# The official MobileNet-v2 DeepLabv3 models (mobilenetv2_coco_cityscapes_trainfine,
+# mobilenetv2_coco_voc_trainaug; SPEC §7): ASPP of image pooling + the 1×1 branch only
+# (concat_projection 512 -> 256), no decoder. Trained at OS 16; the official evaluation
+# also runs them at OS 8 (``output_stride=8``: the same weights).
+register_model(
+    "mobilenetv2_deeplabv3", build_deeplab,
+    dict(backbone="mobilenet_v2", context="aspp", aspp_rates=(), decoder=False),
+    "mobilenet_v2 OS 16 + ASPP of image pooling and 1x1 only (512->256 projection): "
+    "the official MobileNet-v2 DeepLabv3 checkpoints",
+    dict(miou=70.71, source="official DeepLab model zoo, "
+         "mobilenetv2_coco_cityscapes_trainfine (Cityscapes val; SPEC §7)"))

@@ -32,6 +32,24 @@ def test_prev_prev_is_resized_to_prev_and_projected():
     assert cell.preprocess_prev_prev is not None
 
 
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_prev_prev_is_resized_in_the_cells_convention(align_corners):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    # H^{l-2} with matching channels (no projection): a skip edge passes it on as is.
+    genotype = CellGenotype.from_config({"blocks": [[["skip_connect", 1], ["none", 0]]]})
+    cell = DerivedCell(genotype, 4, resample_prev_prev=True, align_corners=align_corners)
+    prev_prev = np.random.default_rng(0).normal(size=(1, 9, 7, 4)).astype("float32")
+    y = np.asarray(cell([np.zeros((1, 5, 4, 12), "float32"), prev_prev], training=False))
+    expected = (tf.compat.v1.image.resize_bilinear(prev_prev, (5, 4), align_corners=True)
+                if align_corners else tf.image.resize(prev_prev, (5, 4)))
+    np.testing.assert_allclose(y, expected.numpy(), rtol=0, atol=1e-5)
+    config = cell.get_config()
+    assert config["align_corners"] is align_corners
+    del config["align_corners"]  # saved before the option existed: half-pixel centres
+    assert DerivedCell.from_config(config).align_corners is False
+
+
 def test_prev_prev_with_matching_channels_is_not_projected():
     cell = DerivedCell(PUBLISHED, 4)
     cell([np.zeros((1, 8, 8, 12), "float32"), np.zeros((1, 8, 8, 4), "float32")])

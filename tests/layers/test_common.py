@@ -26,6 +26,56 @@ def test_strided_conv_pads_symmetrically_like_conv2d_same():
     assert padded[0, 0].sum() == 0 and padded[0, -1].sum() == 0  # one row each side
 
 
+def _plain(conv_bn):
+    """The ConvBN's weights as TF tensors: (depthwise kernel or None, conv kernel)."""
+    depthwise = None if conv_bn.depthwise is None else conv_bn.depthwise.kernel
+    return depthwise, conv_bn.conv.kernel
+
+
+@pytest.mark.parametrize("size", [(8, 10), (9, 11), (8, 11)])
+@pytest.mark.parametrize("separable", [False, True])
+def test_strided_conv_equals_the_official_fixed_padding_and_valid_conv(size, separable):
+    # Official Xception: fixed_padding (k_eff-1)//2 before, the rest after, then VALID.
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    layer = ConvBN(5, 3, strides=2, separable=separable, use_bn=False,
+                   post_activation=False)
+    x = np.random.default_rng(0).normal(size=(2, *size, 4)).astype("float32")
+    ours = np.asarray(layer(x))
+    depthwise, kernel = _plain(layer)
+    padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    if separable:
+        y = tf.nn.depthwise_conv2d(padded, depthwise, [1, 2, 2, 1], "VALID")
+        expected = tf.nn.conv2d(y, kernel, 1, "VALID")
+        same = tf.nn.conv2d(tf.nn.depthwise_conv2d(x, depthwise, [1, 2, 2, 1], "SAME"),
+                            kernel, 1, "VALID")
+    else:
+        expected = tf.nn.conv2d(padded, kernel, 2, "VALID")
+        same = tf.nn.conv2d(x, kernel, 2, "SAME")
+    expected = expected + layer.conv.bias
+    same = same + layer.conv.bias
+    np.testing.assert_allclose(ours, expected.numpy(), rtol=0, atol=1e-5)
+    # TF 'SAME' agrees only on odd sizes (DeepLab's k·OS + 1 crops).
+    odd = size[0] % 2 and size[1] % 2
+    assert np.allclose(ours, same.numpy(), atol=1e-5) == bool(odd)
+
+
+@pytest.mark.parametrize("rate", [(2, 2), (3, 2)])
+def test_atrous_conv_pads_symmetrically_like_the_official_graph(rate):
+    # Stride 1: 'SAME' in the official graph = (k_eff-1)/2 on each side (k_eff odd).
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    layer = ConvBN(5, 3, dilation_rate=rate, separable=True, use_bn=False,
+                   post_activation=False)
+    x = np.random.default_rng(1).normal(size=(1, 8, 9, 4)).astype("float32")
+    ours = np.asarray(layer(x))
+    depthwise, kernel = _plain(layer)
+    padded = tf.pad(x, [[0, 0], [rate[0]] * 2, [rate[1]] * 2, [0, 0]])
+    y = tf.nn.depthwise_conv2d(padded, depthwise, [1, 1, 1, 1], "VALID", dilations=rate)
+    expected = tf.nn.conv2d(y, kernel, 1, "VALID") + layer.conv.bias
+    np.testing.assert_allclose(ours, expected.numpy(), rtol=0, atol=1e-5)
+
+
 def test_strides_with_dilation_are_rejected():
     with pytest.raises(ValueError, match="dilation"):
         ConvBN(4, 3, strides=2, dilation_rate=2)

@@ -103,3 +103,43 @@ def test_dropout_is_applied_before_the_projection_in_training_only():
 def test_config_carries_the_cell():
     layer = DensePredictionCell(MIXED, filters=4)
     assert DPCCell.from_config(layer.get_config()["cell"]).to_config() == MIXED
+
+
+def test_pyramid_pooling_with_aligned_corners_equals_the_official_graph():
+    # 65x65 crop at OS 8 -> 9x9 features; grid 2x3: windows int(64/16+1)=5, int(64/24+1)=3.
+    layer = PyramidPooling(3, (2, 3), output_stride=8, pool_crop_size=(65, 65),
+                           align_corners=True, bn_epsilon=1e-5)
+    x = np.random.default_rng(5).normal(size=(2, 9, 9, 4)).astype("float32")
+    layer(x)
+    rng = np.random.default_rng(6)
+    for var in layer.non_trainable_variables:
+        var.assign(rng.uniform(0.5, 1.5, var.shape).astype("float32"))
+    assert layer.kernel_size((9, 9)) == (5, 3)
+    pooled = tf.nn.avg_pool2d(x, (5, 3), 1, "VALID")
+    bn = layer.conv.norm
+    y = tf.nn.conv2d(pooled, layer.conv.conv.kernel, 1, "VALID")
+    y = tf.nn.relu(tf.nn.batch_normalization(y, bn.moving_mean, bn.moving_variance,
+                                             bn.beta, bn.gamma, 1e-5))
+    expected = tf.compat.v1.image.resize_bilinear(y, (9, 9), align_corners=True)
+    np.testing.assert_allclose(np.asarray(layer(x, training=False)), expected.numpy(),
+                               rtol=0, atol=1e-5)
+
+
+def test_dpc_gives_its_pooling_branches_the_resizing_convention():
+    layer = DensePredictionCell(MIXED, filters=4, align_corners=True)
+    assert [b.align_corners for b in layer.branches if isinstance(b, PyramidPooling)] == [
+        True, True]
+    config = layer.get_config()
+    assert config["align_corners"] is True
+    check_layer(lambda: DensePredictionCell.from_config(config), (2, 9, 11, 5),
+                (2, 9, 11, 4))
+
+
+def test_configs_saved_without_align_corners_resize_with_half_pixel_centres():
+    config = PyramidPooling(3, (2, 2), align_corners=True, name="pp").get_config()
+    del config["align_corners"], config["use_bn"]  # saved before the options existed
+    layer = PyramidPooling.from_config(config)
+    assert not layer.align_corners and layer.use_bn
+    cell = DensePredictionCell(MIXED, filters=4).get_config()
+    del cell["align_corners"]
+    assert not DensePredictionCell.from_config(cell).align_corners

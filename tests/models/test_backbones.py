@@ -180,6 +180,48 @@ def test_mobilenet_v2_model_config_round_trip_computes_the_same_function():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
 
+@pytest.mark.parametrize("explicit_padding", [True, False])
+def test_mobilenet_v2_strided_convs_pad_like_their_tensorflow_reference(explicit_padding):
+    # False: slim's TF 'SAME' (official DeepLab graph); True: symmetric tf.pad + VALID.
+    model = _model(mobilenet_v2_backbone, output_stride=8, depth_multiplier=0.5,
+                   explicit_padding=explicit_padding)
+    strided = {"stem_conv": "stem_pad", "block1_depthwise": "block1_pad",
+               "block3_depthwise": "block3_pad"}
+    first = {name: model.get_layer(pad if explicit_padding else name)
+             for name, pad in strided.items()}  # where the padding starts
+    probe = keras.Model(model.input, [t for name in strided for t in (
+        first[name].input, model.get_layer(name).output)])
+    x = _images((1, 34, 40, 3), seed=8)  # even sizes: the two paddings differ
+    outputs = [np.asarray(y) for y in probe(x, training=False)]
+    for i, name in enumerate(strided):
+        inputs, ours = outputs[2 * i: 2 * i + 2]
+        kernel = model.get_layer(name).kernel
+        if name == "stem_conv":
+            conv = tf.nn.conv2d
+        else:
+            def conv(v, k, s, p):
+                return tf.nn.depthwise_conv2d(v, k, [1, s, s, 1], p)
+        if explicit_padding:
+            expected = conv(tf.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]]), kernel, 2,
+                            "VALID")
+        else:
+            expected = conv(inputs, kernel, 2, "SAME")
+        np.testing.assert_allclose(ours, np.asarray(expected), rtol=0, atol=1e-5)
+    pads = [l.name for l in model.layers if isinstance(l, keras.layers.ZeroPadding2D)]
+    assert pads == (list(strided.values()) if explicit_padding else [])  # OS 8: 3 strides
+
+
+def test_mobilenet_v2_padding_modes_share_weights_and_differ_only_on_even_sizes():
+    symmetric = _model(mobilenet_v2_backbone, depth_multiplier=0.5)
+    same = _model(mobilenet_v2_backbone, depth_multiplier=0.5, explicit_padding=False)
+    assert [v.path for v in same.weights] == [v.path for v in symmetric.weights]
+    same.set_weights(symmetric.get_weights())
+    for size, equal in (((33, 49), True), ((34, 48), False)):
+        x = _images((1, *size, 3), seed=9)
+        a, b = (np.asarray(m(x, training=False)[0]) for m in (symmetric, same))
+        assert np.allclose(a, b, rtol=0, atol=1e-4 * np.abs(a).max()) == equal, size
+
+
 # ------------------------------------------------------------------------------------
 # Xception.
 

@@ -10,6 +10,7 @@ import pytest
 from layer_checks import run_on_jax
 from nasseg_tf import zoo
 from nasseg_tf.counting import count
+from nasseg_tf.internals import flatten_layers
 
 # End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
 pytestmark = pytest.mark.e2e
@@ -57,6 +58,30 @@ def test_unknown_override_is_rejected():
 
 def test_list_models_has_the_auto_deeplab_family():
     assert {"autodeeplab_s", "autodeeplab_m", "autodeeplab_l"} <= set(zoo.list_models())
+
+
+def _resizing(model):
+    """The ``align_corners`` of every resizing layer of a model (cells included)."""
+    return {l.name: l.align_corners for l in flatten_layers(model)
+            if hasattr(l, "align_corners")}
+
+
+@pytest.mark.parametrize("numerics,align_corners,head_epsilon", [
+    ("official", True, 1e-5), ("legacy", False, 1e-3)])
+def test_autodeeplab_numerics(numerics, align_corners, head_epsilon):
+    # Official DeepLab framework around nas_hnasnet: aligned corners everywhere, BN
+    # epsilon 1e-3 in hnasnet (SPEC §2.5) and 1e-5 in ASPP and decoder (SPEC §7).
+    model = zoo.build("autodeeplab_s", num_classes=3, filter_multiplier=4,
+                      aspp_filters=8, decoder_filters=8, numerics=numerics)
+    resizing = _resizing(model)
+    assert {"upsample_logits", "context", "decoder", "image_pooling", "cell_10",
+            "cell_11_upsample"} <= set(resizing)
+    assert set(resizing.values()) == {align_corners}
+    assert model.get_layer("context").bn_epsilon == head_epsilon
+    assert model.get_layer("decoder").bn_epsilon == head_epsilon
+    assert model.get_layer("cell_0").bn_epsilon == 1e-3
+    assert model.get_layer("stem_conv0").bn_epsilon == 1e-3
+    assert model.get_layer("context").output_stride == 8
 
 
 def _tiny(num_classes=5):
