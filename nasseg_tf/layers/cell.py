@@ -29,6 +29,7 @@ from keras import ops
 
 from nasseg_tf.layers.common import BN_EPSILON, BN_MOMENTUM, ConvBN
 from nasseg_tf.layers.ops import build_op
+from nasseg_tf.search_space.autodeeplab import OPS_BY_NAME
 from nasseg_tf.layers.resize import resize_bilinear, spatial_size
 from nasseg_tf.search_space.genotypes import CellGenotype
 
@@ -87,8 +88,10 @@ class DerivedCell(keras.layers.Layer):
         for i, block in enumerate(self.cell.blocks):
             for side, edge in zip(("left", "right"), block):
                 stride = self.stride if edge.input < 2 else 1
+                resize = ({"align_corners": self.align_corners}
+                          if OPS_BY_NAME[edge.op].kind == "atrous" else {})
                 self.edges.append(build_op(edge.op, self.filters, stride,
-                                           name=f"block{i}_{side}", **bn))
+                                           name=f"block{i}_{side}", **bn, **resize))
 
     def build(self, input_shape):
         self.training_progress = None

@@ -127,13 +127,17 @@ class AtrousConvOp(_Op):
     """ReLU → regular k×k conv with rate ``rate`` → BN (official ``atrous_kxk``).
 
     With stride 2 the input is first resized bilinearly to ceil(size/2) and the conv
-    runs with rate 1, as in the official release.
+    runs with rate 1, as in the official release; ``align_corners`` is that resize's
+    convention (the official graph's is True; False, half-pixel centres, is what layers
+    saved without the option computed).
     """
 
-    def __init__(self, filters, kernel_size=3, stride=1, rate=2, **kwargs):
+    def __init__(self, filters, kernel_size=3, stride=1, rate=2, align_corners=False,
+                 **kwargs):
         super().__init__(filters, stride, **kwargs)
         self.kernel_size = int(kernel_size)
         self.rate = int(rate)
+        self.align_corners = bool(align_corners)
         self.conv = ConvBN(
             self.filters, self.kernel_size,
             dilation_rate=1 if self.stride > 1 else self.rate,
@@ -146,12 +150,14 @@ class AtrousConvOp(_Op):
     def call(self, x, training=None):
         if self.stride > 1:
             x = ops.relu(x)
-            x = resize_bilinear(x, downsampled_size(spatial_size(x), self.stride))
+            x = resize_bilinear(x, downsampled_size(spatial_size(x), self.stride),
+                                align_corners=self.align_corners)
         return self.conv(x, training=training)
 
     def get_config(self):
         config = super().get_config()
-        config.update(kernel_size=self.kernel_size, rate=self.rate)
+        config.update(kernel_size=self.kernel_size, rate=self.rate,
+                      align_corners=self.align_corners)
         return config
 
 

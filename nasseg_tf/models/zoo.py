@@ -107,6 +107,17 @@ def load_weights(model, path, skip_logits=False):
     return weights_lib.load_official_checkpoint(model, path, skip_logits=skip_logits)
 
 
+def _default_numerics(name):
+    """The ``numerics`` zoo entry ``name`` builds with by default (None: no option)."""
+    if not name or name not in _REGISTRY:
+        return None
+    spec = _REGISTRY[name]
+    parameter = inspect.signature(spec.builder).parameters.get("numerics")
+    if parameter is None:
+        return None
+    return spec.defaults.get("numerics", parameter.default)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The model of a run (gin ``Model``): zoo ``name`` with ``overrides``.
@@ -168,11 +179,22 @@ class ModelConfig:
 
     def architecture(self, base_dir=None):
         """A JSON-able description of the architecture (zoo name, overrides, genotype
-        and DPC cell configs): what a checkpoint's fingerprint records."""
+        and DPC cell configs, and the numerical conventions the entry builds with):
+        what a checkpoint's fingerprint records."""
         overrides, genotype, dpc_cell = self._architecture(base_dir)
         return {"model": self.name, "overrides": overrides,
+                "numerics": overrides.get("numerics", _default_numerics(self.name)),
                 "genotype": None if genotype is None else genotype.to_config(),
                 "dpc_cell": None if dpc_cell is None else dpc_cell.to_config()}
+
+    def with_legacy_numerics(self):
+        """This config with ``numerics='legacy'`` where the entry has the option and the
+        config does not set it: the numerics of checkpoints written before the option
+        existed (they carry no architecture record)."""
+        overrides = dict(self.overrides or {})
+        if "numerics" in overrides or _default_numerics(self.name) is None:
+            return self
+        return dataclasses.replace(self, overrides={**overrides, "numerics": "legacy"})
 
     def resolve(self, model_dir, write=True):
         """Loads the genotype / DPC cell once and copies them into ``model_dir``.

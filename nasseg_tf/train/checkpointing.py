@@ -90,6 +90,12 @@ def architecture_differences(saved, current):
             if saved.get(key, "(absent)") != current.get(key, "(absent)")]
 
 
+def has_architecture(checkpoint):
+    """Whether ``checkpoint`` carries an architecture record (written by this version of
+    the package or later)."""
+    return tf.train.load_checkpoint(checkpoint).has_tensor(_ARCHITECTURE_KEY)
+
+
 def check_architecture(checkpoint, architecture):
     """Raises :class:`ArchitectureMismatchError` if ``checkpoint`` records another
     architecture than ``architecture`` (checkpoints without a record pass: they were

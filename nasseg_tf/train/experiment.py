@@ -32,7 +32,8 @@ from nasseg_tf.data.inputs import DataConfig, train_input_fn
 from nasseg_tf.fileio import atomic_path
 from nasseg_tf.layers.common import synchronized_batch_norm
 from nasseg_tf.train import strategies
-from nasseg_tf.train.checkpointing import check_architecture, variables_by_path
+from nasseg_tf.train.checkpointing import (check_architecture, has_architecture,
+                                           variables_by_path)
 from nasseg_tf.train.loop import TrainLoop
 from nasseg_tf.train.segmentation import SegmentationTask, make_learning_rate
 from nasseg_tf.train.warm_start import warm_start
@@ -173,6 +174,9 @@ def train(model_dir, model, data=None, training=None, evaluation=None, progress=
 def _train(model_dir, strategy, model_cfg, data, cfg, eval_cfg, progress, argv):
     chief = _is_chief(strategy)
     info, train_pattern, eval_pattern = data.resolve(model_dir)
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if latest and not has_architecture(latest):  # resuming a run from before numerics
+        model_cfg = model_cfg.with_legacy_numerics()
     saved_model_cfg, model_cfg = model_cfg.resolve(model_dir, write=chief)
     if cfg.init_checkpoint:
         cfg = dataclasses.replace(cfg, init_checkpoint=fileio.abspath(cfg.init_checkpoint),
@@ -181,8 +185,7 @@ def _train(model_dir, strategy, model_cfg, data, cfg, eval_cfg, progress, argv):
         runfiles.write_run_files(
             model_dir, [saved_model_cfg, data.resolved(model_dir), cfg, eval_cfg], argv)
     init_fn = None
-    if cfg.init_checkpoint and not tf.train.latest_checkpoint(
-            os.path.join(model_dir, "checkpoints")):  # resume wins over a warm start
+    if cfg.init_checkpoint and not latest:  # resume wins over a warm start
         init_fn = functools.partial(_warm_start, cfg.init_checkpoint, cfg.init_exclude)
 
     learning_rate = make_learning_rate(cfg.schedule, cfg.learning_rate, cfg.steps,
@@ -254,6 +257,10 @@ def restore_model(model_dir, model, data, checkpoint=None):
     Returns:
       ``(model, DatasetInfo, step)``.
 
+    A checkpoint without an architecture record (written before the zoo's
+    ``numerics`` option existed) is restored with ``numerics='legacy'``, the function
+    it was trained with.
+
     Raises:
       ArchitectureMismatchError: the checkpoint records another architecture (e.g. a
         genotype edited since), naming the difference.
@@ -263,6 +270,8 @@ def restore_model(model_dir, model, data, checkpoint=None):
     if checkpoint is None:
         raise FileNotFoundError(f"no checkpoint in {model_dir}/checkpoints: is it a "
                                 "training run?")
+    if not has_architecture(checkpoint):  # written before numerics were an option
+        model = model.with_legacy_numerics()
     check_architecture(checkpoint, model.architecture(base_dir=model_dir))
     info = get_dataset_info(data.dataset)
     keras_model = model.build(info.num_classes, base_dir=model_dir)

@@ -73,3 +73,21 @@ def test_strided_atrous_conv_resizes_then_uses_rate_one():
     y = layer(np.zeros(SHAPE, "float32"))
     assert tuple(layer.conv.conv.dilation_rate) == (1, 1)
     assert tuple(y.shape) == _expected(2)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_strided_atrous_conv_resizes_in_its_convention(align_corners):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    layer = ops_lib.build_op("atrous_conv_3x3", 4, 2, align_corners=align_corners)
+    x = np.random.default_rng(0).normal(size=(1, 9, 12, 4)).astype("float32")
+    y = layer(x, training=False)
+    resized = (tf.compat.v1.image.resize_bilinear(tf.nn.relu(x), (5, 6), align_corners=True)
+               if align_corners else tf.image.resize(tf.nn.relu(x), (5, 6)))
+    conv = layer.conv
+    expected = conv.norm(conv.conv(resized), training=False)
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    config = layer.get_config()
+    assert config["align_corners"] is align_corners
+    del config["align_corners"]  # a layer saved before the option: half-pixel centres
+    assert ops_lib.AtrousConvOp.from_config(config).align_corners is False

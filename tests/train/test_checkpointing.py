@@ -1,6 +1,7 @@
 """Checkpoint keys (stable across processes and what else a process has built) and the
 architecture fingerprint."""
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -45,3 +46,31 @@ def test_checkpoints_without_an_architecture_record_still_restore(tmp_path):
     check_architecture(new, {"model": "a"})
     with pytest.raises(ArchitectureMismatchError, match="model: 'a' .* vs 'b'"):
         check_architecture(new, {"model": "b"})
+
+
+def test_a_checkpoint_from_before_numerics_restores_with_the_legacy_numerics(tmp_path):
+    import keras  # pylint: disable=import-outside-toplevel
+
+    from nasseg_tf.models.zoo import ModelConfig  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.data.inputs import DataConfig  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.train import experiment  # pylint: disable=import-outside-toplevel
+
+    overrides = {"depth_multiplier": 0.25, "context_filters": 8}
+    keras.utils.set_random_seed(0)
+    old = zoo.build("mobilenetv2_dpc", num_classes=8, numerics="legacy", **overrides)
+    tf.train.Checkpoint(model=variables_by_path(old.variables),  # no architecture record
+                        step=tf.Variable(7, dtype=tf.int64)).save(
+        str(tmp_path / "checkpoints" / "ckpt"))
+    config = ModelConfig("mobilenetv2_dpc", overrides)
+    assert config.architecture()["numerics"] == "official"
+    restored, _, step = experiment.restore_model(str(tmp_path), config, DataConfig("demo"))
+    images = np.random.default_rng(0).uniform(0, 255, (1, 50, 66, 3)).astype("float32")
+    assert step == 7
+    expected = np.asarray(old(images, training=False))
+    scale = np.abs(expected).max()  # a random init's logits are tiny: compare relatively
+    np.testing.assert_allclose(np.asarray(restored(images, training=False)) / scale,
+                               expected / scale, atol=1e-5)
+    official = zoo.build("mobilenetv2_dpc", num_classes=8, **overrides)
+    official.set_weights(old.get_weights())
+    assert np.abs(np.asarray(official(images, training=False)) - expected).max() > (
+        1e-2 * scale)  # the official numerics would have computed something else

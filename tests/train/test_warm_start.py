@@ -1,6 +1,5 @@
 """Warm starts: from our runs, .keras files and official checkpoints; subsets; resume wins."""
 
-import os
 
 import numpy as np
 import pytest
