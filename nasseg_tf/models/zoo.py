@@ -367,7 +367,7 @@ def build_deeplab(num_classes, name="deeplab", backbone="mobilenet_v2", context=
                   context_filters=256, aspp_rates=(6, 12, 18), image_pooling=True,
                   pool_crop_size=None, dropout_rate=0.1, decoder=False,
                   decoder_filters=256, bn_momentum=None, bn_epsilon=None,
-                  numerics="official"):
+                  numerics="official", backbone_weights=None):
     """DeepLab on MobileNet-v2 / Xception with a DPC or ASPP context module.
 
     Args:
@@ -394,9 +394,21 @@ def build_deeplab(num_classes, name="deeplab", backbone="mobilenet_v2", context=
       numerics: ``official`` (default; the official TF1 graph's resizing, batch-norm
         epsilons and padding, so official checkpoints give the official outputs) or
         ``legacy`` (models trained before the option); see :data:`NUMERICS`.
+      backbone_weights: ``"imagenet"`` — MobileNet-v2 only: Keras' ImageNet weights
+        (``keras.applications.MobileNetV2``, downloaded by Keras on first use) in the
+        backbone (:func:`nasseg_tf.models.weights.load_keras_mobilenet_v2`); official
+        checkpoints go through ``zoo.build(..., weights=...)``.
     """
     # pylint: disable=import-outside-toplevel
     from nasseg_tf.layers.dpc import DensePredictionCell
+
+    if backbone_weights not in (None, "imagenet"):
+        raise ValueError(f"backbone_weights must be None or 'imagenet', got "
+                         f"{backbone_weights!r}")
+    if backbone_weights and backbone != "mobilenet_v2":
+        raise ValueError("backbone_weights='imagenet' exists for the MobileNet-v2 backbone "
+                         "(Keras ships no aligned Xception); load an official ImageNet "
+                         "checkpoint with weights=... instead")
 
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
@@ -420,11 +432,20 @@ def build_deeplab(num_classes, name="deeplab", backbone="mobilenet_v2", context=
                       pool_crop_size=pool_crop_size, name="context", **head)
     dec = (DeepLabV3PlusDecoder(decoder_filters, separable=True, name="decoder", **head)
            if decoder else None)
-    return build_segmenter(
+    model = build_segmenter(
         lambda x: BACKBONES[backbone](x, output_stride, depth_multiplier,
                                       settings["mobilenet_explicit_padding"],
                                       **settings["backbone_bn"]),
         module, dec, num_classes, name, align_corners=align_corners)
+    if backbone_weights == "imagenet":
+        import keras  # pylint: disable=import-outside-toplevel
+
+        from nasseg_tf.models.weights import load_keras_mobilenet_v2
+
+        load_keras_mobilenet_v2(model, keras.applications.MobileNetV2(
+            weights="imagenet", include_top=False, alpha=depth_multiplier,
+            input_shape=(224, 224, 3)))
+    return model
 
 
 _DPC_PAPER = ("Chen et al. 2018, Table 1 (Cityscapes val, OS 16; context module "

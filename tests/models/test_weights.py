@@ -38,3 +38,21 @@ def test_keras_mobilenet_v2_of_another_width_is_refused():
     ours = zoo.build("mobilenetv2_dpc", num_classes=3, context_filters=8)
     with pytest.raises(weights.CheckpointImportError, match="another shape"):
         weights.load_keras_mobilenet_v2(ours, theirs)
+
+
+def test_backbone_weights_imagenet_takes_keras_mobilenet_v2(monkeypatch):
+    made, real = [], keras.applications.MobileNetV2
+
+    def fake_mobilenet_v2(weights, include_top, alpha, input_shape):  # no download
+        assert (weights, include_top) == ("imagenet", False)
+        model = real(weights=None, include_top=False, alpha=alpha, input_shape=input_shape)
+        made.append(model)
+        return model
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", fake_mobilenet_v2)
+    ours = zoo.build("mobilenetv2_aspp", num_classes=3, context_filters=8,
+                     backbone_weights="imagenet")
+    np.testing.assert_array_equal(variables_by_path(ours.variables)["block5_project/kernel"],
+                                  made[0].get_layer("block_5_project").kernel.numpy())
+    with pytest.raises(ValueError, match="MobileNet-v2 backbone"):
+        zoo.build("xception71_dpc", num_classes=3, backbone_weights="imagenet")
