@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e  # full-size models: seconds each
 WHOLE_MODELS = {
     "mobilenetv2_aspp": "mobilenetv2_aspp",
     "mobilenetv2_dpc": "mobilenetv2_dpc",
+    "mobilenetv2_deeplabv3": "mobilenetv2_deeplabv3",
     "xception65_aspp": "xception65",
     "xception71_aspp": "xception71_aspp",
     "xception71_dpc": "xception71_dpc",
