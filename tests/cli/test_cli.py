@@ -38,6 +38,7 @@ def test_zoo_list_and_unknown_name():
     assert bad.returncode == 2 and "known models: autodeeplab_l" in bad.stderr
 
 
+@pytest.mark.slow  # a full autodeeplab_s SavedModel; test_import_checkpoint exports one too
 def test_export_cli_writes_a_servable_model(tmp_path):
     model = zoo.build("autodeeplab_s", num_classes=3, filter_multiplier=4,
                       aspp_filters=8, decoder_filters=8)

@@ -46,7 +46,9 @@ def test_console_train_with_mirrored_trains_on_two_cpu_replicas(tmp_path, data_d
                f"--gin_bindings=Data.data_dir = '{data_dir}'",
                "--gin_bindings=Training.strategy = 'mirrored'",
                "--gin_bindings=Training.num_cpu_devices = 2",
-               "--gin_bindings=Training.steps = 2", "--gin_bindings=Training.eval_every = 0")
+               "--gin_bindings=Training.steps = 1", "--gin_bindings=Training.eval_every = 0",
+               "--gin_bindings=Evaluation.max_images = 1",
+               "--gin_bindings=Evaluation.num_pictures = 0")
     assert run.returncode == 0, run.stderr[-3000:]
     info = _replicas(tmp_path / "run")
     assert info["replicas"] == 2 and len(info["devices"]) == 2, info
