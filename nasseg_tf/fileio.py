@@ -69,6 +69,7 @@ Object stores (``gs://``) have no folders, no rename, no ``fsync`` and no locks;
   dot.
 """
 
+import collections
 import contextlib
 import ctypes
 import errno
@@ -84,6 +85,7 @@ import re
 import secrets
 import shutil
 import socket
+import tempfile
 import time
 
 TEMP_MARKER = ".tmp~"
@@ -201,15 +203,79 @@ def remove_tree(path, ignore_errors=False):
         _remove_tree(path)
 
 
-def _open(path, mode):
-    """``open`` for a local path, ``tf.io.gfile.GFile`` for a remote one (binary)."""
-    return _tf().io.gfile.GFile(path, mode) if is_remote(path) else open(path, mode)
+def open_file(path, mode="r"):
+    """``open`` for a local path (text modes in UTF-8), ``tf.io.gfile.GFile`` for a
+    remote one: a file object for readers such as ``json.load``, ``np.load`` or
+    ``PIL.Image.open``. Writers of files others read should use :func:`atomic_path`
+    or :func:`atomic_write_bytes` instead."""
+    if is_remote(path):
+        return _tf().io.gfile.GFile(path, mode)
+    return open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
+_open = open_file
+
+
+def read_bytes(path):
+    """The bytes of file ``path``.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist (remote paths too).
+    """
+    if not is_remote(path):
+        with open(path, "rb") as f:
+            return f.read()
+    tf = _tf()
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            return f.read()
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+
+
+def read_text(path):
+    """The text (UTF-8) of file ``path``."""
+    return read_bytes(path).decode("utf-8")
+
+
+def read_json(path):
+    """The JSON value in file ``path``."""
+    return json.loads(read_text(path))
+
+
+class FileStat(collections.namedtuple("FileStat", "size mtime_ns inode")):
+    """What :func:`stat` tells of a file: ``size`` in bytes; ``mtime_ns``, the last
+    modification in nanoseconds since the epoch, None where the file system records
+    none (``ram://``); ``inode``, None on remote file systems (an object rewritten
+    under the same name keeps its name but gets a new ``mtime_ns``)."""
+
+
+def stat(path):
+    """:class:`FileStat` of file ``path``.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+    """
+    if not is_remote(path):
+        result = os.stat(path)
+        return FileStat(result.st_size, result.st_mtime_ns, result.st_ino)
+    tf = _tf()
+    try:
+        result = tf.io.gfile.stat(path)
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(path) from None
+    return FileStat(int(result.length), int(result.mtime_nsec) or None, None)
+
+
+def getsize(path):
+    """The size of file ``path`` in bytes."""
+    return stat(path).size
 
 
 def sha256_file(path, chunk_bytes=1 << 20):
     """The hex SHA-256 of the bytes of file ``path`` (read ``chunk_bytes`` at a time)."""
     digest = hashlib.sha256()
-    with _open(path, "rb") as f:
+    with open_file(path, "rb") as f:
         for chunk in iter(lambda: f.read(chunk_bytes), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -430,19 +496,38 @@ def atomic_path(path, suffix=""):
     renamed over ``path`` (:func:`replace`), otherwise it is removed. ``path``'s folder
     is created and its stale temporaries removed first.
 
+    For a remote ``path`` the yielded temporary is a local file (in the system's
+    temporary folder, named by :func:`temp_path`), so that any writer works
+    (``model.save``, PIL, matplotlib, h5py); it is uploaded to a temporary beside
+    ``path`` and renamed into place when the block ends, and removed in any case.
+
     Example::
 
-        with atomic_path("run/model.keras", ".keras") as tmp:
+        with atomic_path("gs://bucket/run/model.keras", ".keras") as tmp:
             model.save(tmp)
     """
     path = abspath(path)
     tmp = _fresh_temp(path, suffix)
+    local = _local_scratch(path, suffix) if is_remote(path) else None
     try:
-        yield tmp
+        yield local or tmp
+        if local:
+            _tf().io.gfile.copy(local, tmp, overwrite=True)
         replace(tmp, path)
     except BaseException:
         remove_tree(tmp, ignore_errors=True)
         raise
+    finally:
+        if local:
+            remove_tree(local, ignore_errors=True)
+
+
+def _local_scratch(path, suffix=""):
+    """A :func:`temp_path` in the system's temporary folder for the remote ``path``
+    (stale ones of the same name removed first); nothing is created."""
+    local = os.path.join(tempfile.gettempdir(), os.path.basename(path))
+    clean_stale_temps(tempfile.gettempdir(), temp_glob(local))
+    return temp_path(local, suffix)
 
 
 def atomic_write_bytes(path, data):
@@ -452,7 +537,7 @@ def atomic_write_bytes(path, data):
     Stale temporaries of ``path`` left by killed writers are removed first.
     """
     with atomic_path(path) as tmp:
-        with _open(tmp, "wb") as f:
+        with open_file(tmp, "wb") as f:
             f.write(data)
 
 

@@ -25,6 +25,7 @@ import os
 import shlex
 import sys
 
+from nasseg_tf import fileio
 from nasseg_tf.fileio import atomic_write_text
 
 COMMAND_LINE = "command_line.txt"
@@ -81,8 +82,7 @@ def write_json(path, obj):
 
 def read_json(path):
     """The JSON object at ``path``."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return fileio.read_json(path)
 
 
 def run_path(model_dir, path):

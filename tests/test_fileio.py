@@ -176,6 +176,42 @@ def test_atomic_path_renames_what_the_writer_wrote_and_keeps_its_suffix(root):
     assert fileio.listdir(root) == ["model.keras"] and _read(path) == b"weights"
 
 
+def test_atomic_path_of_a_remote_file_yields_a_local_temp_any_writer_can_use(root):
+    path = os.path.join(root, "picture.png")
+    with fileio.atomic_path(path, ".png") as tmp:
+        assert not fileio.is_remote(tmp) and tmp.endswith(".png")
+        assert fileio.temp_owner(tmp) is not None
+        with open(tmp, "wb") as f:  # a writer that knows only local files
+            f.write(b"png")
+    assert _read(path) == b"png"
+    assert fileio.listdir(root) == ["picture.png"]
+    if fileio.is_remote(root):  # the local scratch file is gone too
+        assert not os.path.exists(tmp)
+
+
+def test_readers_and_stat_see_what_was_written(root):
+    path = os.path.join(root, "sub", "info.json")
+    fileio.atomic_write_json(path, {"a": [1, 2]})
+    assert fileio.read_json(path) == {"a": [1, 2]}
+    assert fileio.read_text(path) == '{"a": [1, 2]}\n'
+    with fileio.open_file(path) as f:  # text mode
+        assert f.read() == '{"a": [1, 2]}\n'
+    with fileio.open_file(path, "rb") as f:
+        f.seek(1)
+        assert f.read(4) == b'"a":'
+    stat = fileio.stat(path)
+    assert stat.size == fileio.getsize(path) == len(b'{"a": [1, 2]}\n')
+    if fileio.is_remote(root):  # ram:// records no times; no inodes remotely
+        assert stat.mtime_ns is None and stat.inode is None
+    else:
+        assert stat.mtime_ns > 0 and stat.inode == os.stat(path).st_ino
+    missing = os.path.join(root, "missing.json")
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        fileio.read_json(missing)
+    with pytest.raises(FileNotFoundError):
+        fileio.stat(missing)
+
+
 def test_staging_dir_installs_a_new_folder_and_creates_its_parent(root):
     final = os.path.join(root, "exports", "model")
     with fileio.staging_dir(final) as staging:

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable, Dict, Tuple
 
@@ -318,8 +317,7 @@ def _split_pattern(data_dir: str, split: str, num_shards: int) -> str:
 
 def _read_manifest(data_dir: str):
     try:
-        with open(os.path.join(data_dir, MANIFEST_NAME), encoding="utf-8") as handle:
-            return json.load(handle)
+        return fileio.read_json(os.path.join(data_dir, MANIFEST_NAME))
     except (OSError, ValueError):
         return None
 
@@ -328,7 +326,7 @@ def _is_current(manifest, config: dict, data_dir: str) -> bool:
     if not manifest or manifest.get("config") != config:
         return False
     files = [f for names in manifest.get("files", {}).values() for f in names]
-    return bool(files) and all(os.path.exists(os.path.join(data_dir, f)) for f in files)
+    return bool(files) and all(fileio.exists(os.path.join(data_dir, f)) for f in files)
 
 
 def _write_split(tmp_dir: str, split: str, count: int, config: dict):
@@ -368,7 +366,7 @@ def ensure_demo_dataset(data_dir: str, *, num_train: int = 200, num_val: int = 5
               "num_val": int(num_val), "height": int(height), "width": int(width),
               "seed": int(seed), "num_shards": int(num_shards)}
     patterns = {split: _split_pattern(data_dir, split, num_shards) for split in SPLITS}
-    os.makedirs(data_dir, exist_ok=True)
+    fileio.makedirs(data_dir)
     if _is_current(_read_manifest(data_dir), config, data_dir):
         return patterns
     counts = {"train": num_train, "val": num_val}

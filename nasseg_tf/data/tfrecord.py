@@ -332,7 +332,9 @@ def resolve_files(file_pattern: Union[str, Sequence[str]]) -> List[str]:
         FileNotFoundError: If nothing matches; the message names the pattern.
     """
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-    files = sorted({path for pattern in patterns for path in glob.glob(pattern)})
+    # Remote globs (tf.io.gfile) also match hidden names: never a writer's temporary.
+    files = sorted({path for pattern in patterns for path in fileio.glob(pattern)
+                    if fileio.temp_owner(path) is None})
     if not files:
         raise FileNotFoundError(f"No TFRecord files match {file_pattern!r}.")
     return files
@@ -344,9 +346,9 @@ _FOOTER_BYTES = 4  # masked CRC32C of the data
 
 def _count_framed_records(path: str) -> int:
     """Walks the TFRecord framing of ``path`` without reading the payloads."""
-    size = os.path.getsize(path)
+    size = fileio.getsize(path)
     count, offset = 0, 0
-    with open(path, "rb") as handle:
+    with fileio.open_file(path, "rb") as handle:
         while offset < size:
             header = handle.read(_HEADER.size)
             if len(header) < _HEADER.size:
@@ -520,9 +522,11 @@ def record_check_cache_dir() -> str:
 
 def _shard_key(path: str, num_classes: int, ignore_label: int) -> Dict[str, object]:
     """What a cached verdict is valid for: the shard as it is now, and the check."""
-    stat = os.stat(path)  # the inode too: a shard replaced by a rename is a new file
-    return {"format": RECORD_CHECK_FORMAT, "path": path, "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino,
+    # The inode too: a shard replaced by a rename is a new file. Remote shards
+    # (tf.io.gfile.stat) have no inode, and on ram:// no modification time either.
+    stat = fileio.stat(path)
+    return {"format": RECORD_CHECK_FORMAT, "path": path, "size": stat.size,
+            "mtime_ns": stat.mtime_ns, "inode": stat.inode,
             "num_classes": int(num_classes), "ignore_label": int(ignore_label)}
 
 
@@ -536,8 +540,7 @@ def _cache_entry_path(cache_dir: str, path: str, num_classes: int,
 def _cached_count(entry_path: str, key: Dict[str, object]) -> Optional[int]:
     """The cached record count if ``entry_path`` holds a success for ``key``."""
     try:
-        with open(entry_path, encoding="utf-8") as handle:
-            entry = json.load(handle)
+        entry = fileio.read_json(entry_path)
     except (OSError, ValueError):  # missing, unreadable or garbled: check again
         return None
     if not isinstance(entry, dict) or any(entry.get(k) != v for k, v in key.items()):
@@ -558,7 +561,7 @@ def _store_count(entry_path: str, key: Dict[str, object], records: int) -> Optio
 def _check_shard(path: str, num_classes: int, ignore_label: int,
                  cache_dir: str) -> Tuple[int, bool, Optional[str]]:
     """``(records, was cached, cache write failure)`` for one shard."""
-    absolute = os.path.abspath(path)
+    absolute = fileio.abspath(path)
     key = _shard_key(absolute, num_classes, ignore_label)
     entry_path = _cache_entry_path(cache_dir, absolute, num_classes, ignore_label)
     cached = _cached_count(entry_path, key)

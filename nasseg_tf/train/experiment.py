@@ -19,6 +19,7 @@ prediction pictures. All files are written atomically.
 
 import dataclasses
 import functools
+import io
 import os
 
 import keras
@@ -156,7 +157,7 @@ def train(model_dir, model, data=None, training=None, evaluation=None, progress=
       ``eval_pattern``.
     """
     cfg = training or TrainConfig()
-    os.makedirs(model_dir, exist_ok=True)
+    fileio.makedirs(model_dir)
     strategy = make_run_strategy(cfg, model_dir)  # first: before the runtime starts
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
@@ -305,7 +306,8 @@ def run_evaluation(model, info, eval_pattern, eval_cfg, model_dir, step=None,
         path = evaluation.save_prediction_pictures(
             np.asarray(image[0]).astype(np.uint8), np.asarray(label[0]), pred, info,
             os.path.join(pictures, f"val_{i:03d}.png"))
-        drawn.append(np.asarray(Image.open(path).convert("RGB")))
+        with Image.open(io.BytesIO(fileio.read_bytes(path))) as picture:
+            drawn.append(np.asarray(picture.convert("RGB")))
     if drawn and step is not None:
         # TensorBoard: image | ground truth | prediction, under the eval run.
         writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))

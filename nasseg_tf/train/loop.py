@@ -28,16 +28,15 @@ rest, the same way for every task:
 * calls an optional ``eval_fn(step)`` every ``eval_every`` steps and at the end.
 """
 
-import glob
 import math
 import os
 import re
-import shutil
 import time
 
 import keras
 import tensorflow as tf
 
+from nasseg_tf import fileio
 from nasseg_tf.fileio import clean_stale_temps
 from nasseg_tf.train.checkpointing import (ARCHITECTURE_ITEM, architecture_variable,
                                            check_architecture)
@@ -70,21 +69,18 @@ def remove_interrupted_saves(directory):
     newer than the one the ``checkpoint`` state file names (a save is complete only
     once the state file names it). Returns the removed paths.
     """
-    if not os.path.isdir(directory):
+    if not fileio.isdir(directory):
         return []
     latest = tf.train.latest_checkpoint(directory)
     latest_step = int(latest.rsplit("-", 1)[1]) if latest else -1
     removed = []
-    for path in glob.glob(os.path.join(directory, "ckpt-*")):
+    for path in fileio.glob(os.path.join(directory, "ckpt-*")):
         match = re.fullmatch(r"ckpt-(\d+)(_temp|\.index|\.data-\d+-of-\d+)",
                              os.path.basename(path))
         if not match:
             continue
         if match.group(2) == "_temp" or int(match.group(1)) > latest_step:
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.remove(path)
+            fileio.remove_tree(path, ignore_errors=True)
             removed.append(path)
     return removed
 

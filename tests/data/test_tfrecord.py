@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import uuid
 
 import numpy as np
 import pytest
@@ -166,6 +167,38 @@ def test_check_records_counts_records_and_names_the_first_bad_file(make_records,
     bad = [make_records([(image, label, f"bad{i}")], f"x{i}.tfrecord") for i in range(2)]
     with pytest.raises(tfrecord.RecordError, match=r"x0\.tfrecord record 0 \('bad0'\)"):
         tfrecord.check_records(good + bad, num_classes=3, cache_dir=cache)
+
+
+def test_remote_shards_are_written_checked_and_cached_by_their_gfile_stat(
+        random_pair, tmp_path, monkeypatch):
+    # ram:// is TensorFlow's in-memory file system, the tests' stand-in for gs://.
+    folder = f"ram://tfrecord_test_{uuid.uuid4().hex}"
+    pairs = [(*random_pair(i, 8, 8, 3), f"r{i}") for i in range(3)]
+    paths = tfrecord.write_sharded((tfrecord.example_from_arrays(*p) for p in pairs),
+                                   folder, "train", 2)
+    pattern = tfrecord.shard_pattern(folder, "train")
+    assert tfrecord.resolve_files(pattern) == paths  # no temporaries left to match
+    assert tfrecord.check_tfrecord_files(pattern) == {paths[0]: 2, paths[1]: 1}
+    checked = []
+    original = tfrecord.check_example
+    monkeypatch.setattr(tfrecord, "check_example",
+                        lambda example, *a, **k: checked.append(1) or original(
+                            example, *a, **k))
+    cache = str(tmp_path / "cache")
+    assert tfrecord.check_records(pattern, 3, cache_dir=cache) == {paths[0]: 2,
+                                                                   paths[1]: 1}
+    assert len(checked) == 3
+    entry = json.loads((tmp_path / "cache" / os.listdir(cache)[0]).read_text())
+    assert entry["path"] in paths and entry["inode"] is None  # gfile.stat: no inode
+    assert tfrecord.check_records(pattern, 3, cache_dir=cache) == {paths[0]: 2,
+                                                                   paths[1]: 1}
+    assert len(checked) == 3  # cached
+    tfrecord.write_sharded([tfrecord.example_from_arrays(*pairs[0])] * 2, folder,
+                           "train", 2)  # rewritten, other sizes: checked again
+    assert tfrecord.check_records(pattern, 3, cache_dir=cache) == {paths[0]: 1,
+                                                                   paths[1]: 1}
+    assert len(checked) == 5
+    tf.io.gfile.rmtree(folder)
 
 
 def test_check_records_ignores_a_garbled_cache_entry(make_records, random_pair, tmp_path,
