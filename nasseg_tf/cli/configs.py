@@ -18,19 +18,27 @@ gin name               value object
 ``SyntheticObjective`` :class:`nasseg_tf.search.dpc.objectives.SyntheticObjectiveConfig`
 =====================  ===========================================================
 
+Recipes ship inside the package (``nasseg_tf/gin/``; ``gin/`` in a source checkout is a
+link to it) and are named relative to that folder: ``train/xception71_dpc_cityscapes.gin``.
+A gin file is found by its path first, then by that name (``gin/...`` works too); the
+``include`` lines resolve the same way, beside the including file first.
+:func:`resolve_gin_file` and :func:`list_recipes` say what exists.
+
 Usage::
 
-    configs.parse(["gin/demo/train_demo.gin"], ["Training.steps = 10"])
+    configs.parse(["demo/train_demo.gin"], ["Training.steps = 10"])
     experiment.train(model_dir, **configs.bound("model", "data", "training",
                                                 "evaluation"))
 """
 
 import dataclasses
+import glob
 import os
+import re
 
 import gin
 
-from nasseg_tf import runfiles
+from nasseg_tf import fileio, runfiles
 from nasseg_tf.fileio import atomic_write_text
 from nasseg_tf.data.inputs import DataConfig
 from nasseg_tf.models.zoo import ModelConfig
@@ -53,23 +61,102 @@ _CONFIGURABLE = {key: gin.external_configurable(cls, cls.GIN_NAME, module="nasse
                  for key, cls in GROUPS.items()}
 
 
+#: The recipes shipped with the package.
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "gin")
+
+_INCLUDE = re.compile(r"""^\s*include\s+(['"])(?P<name>[^'"]+)\1\s*(#.*)?$""")
+
+
+def list_recipes():
+    """The names of the shipped recipes, e.g. ``train/xception71_dpc_cityscapes.gin``."""
+    paths = glob.glob(os.path.join(RECIPES_DIR, "**", "*.gin"), recursive=True)
+    return sorted(os.path.relpath(p, RECIPES_DIR).replace(os.sep, "/") for p in paths)
+
+
+def _recipe_candidates(name):
+    """Where the shipped recipe ``name`` (or ``gin/<name>``) would be."""
+    parts = os.path.normpath(name).split(os.sep)
+    out = [os.path.join(RECIPES_DIR, *parts)]
+    if len(parts) > 1 and parts[0] == "gin":  # the name in a source checkout
+        out.append(os.path.join(RECIPES_DIR, *parts[1:]))
+    return out
+
+
+def _first_file(candidates, name):
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    looked = ", ".join(dict.fromkeys(os.path.abspath(p) for p in candidates))
+    raise FileNotFoundError(f"gin file not found: {name} (looked in: {looked})")
+
+
+def resolve_gin_file(name, including=None):
+    """The path of gin file ``name``: a path (absolute, or relative to the working
+    directory; for an ``include``, relative to the ``including`` file's folder first)
+    or the name of a shipped recipe (see :func:`list_recipes`).
+
+    Raises:
+      FileNotFoundError: one line naming every place it looked.
+    """
+    if fileio.is_remote(name):  # e.g. gs://bucket/run/config.gin
+        if not fileio.exists(name):
+            raise FileNotFoundError(f"gin file not found: {name}")
+        return name
+    if os.path.isabs(name):
+        return _first_file([name], name)
+    beside = ([os.path.join(os.path.dirname(os.path.abspath(including)), name)]
+              if including else [])
+    return _first_file(beside + [name] + _recipe_candidates(name), name)
+
+
+class _FileError(Exception):
+    """A failure inside an included file: ``where`` names it."""
+
+    def __init__(self, where, error):
+        super().__init__(where)
+        self.where, self.error = where, error
+
+
+def _parse_file(path, chain=()):
+    """Parses one gin file. Its ``include`` lines are resolved here
+    (:func:`resolve_gin_file`) and parsed in place; the text between them goes to gin
+    with its line numbers kept."""
+    if fileio.abspath(path) in chain:
+        raise ValueError(f"include cycle: {' -> '.join(chain + (fileio.abspath(path),))}")
+    chain = chain + (fileio.abspath(path),)
+    lines = fileio.read_text(path).splitlines()
+    start = 0
+    for number, line in enumerate(lines + [None]):
+        match = _INCLUDE.match(line) if line is not None else None
+        if line is not None and not match:
+            continue
+        text = "\n".join(lines[start:number])
+        if text.strip():
+            gin.parse_config("\n" * start + text)
+        if match:
+            included = resolve_gin_file(match["name"], including=path)
+            try:
+                _parse_file(included, chain)
+            except _FileError:
+                raise
+            except Exception as e:  # pylint: disable=broad-except  (any parse failure)
+                raise _FileError(f"gin file {included} (included by {path})", e) from None
+        start = number + 1
+
+
 def parse(gin_files=(), gin_bindings=(), finalize=True):
     """Parses gin files and bindings; errors name the bad file or binding.
 
+    ``gin_files`` are paths or names of shipped recipes (:func:`resolve_gin_file`).
     Each file and each binding is parsed on its own, so that any parse failure (gin
     raises ``ValueError``, ``KeyError``, ``SyntaxError``, ``tokenize.TokenError``, ...)
-    becomes one ``ValueError`` naming the file or binding it came from. ``include``
-    lines resolve relative to the including file and its parent folders.
+    becomes one ``ValueError`` naming the file or binding it came from, on one line.
     """
     gin.clear_config()
-    for path in gin_files:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"gin file not found: {path}")
-        folder = os.path.dirname(os.path.abspath(path))
-        for _ in range(3):
-            gin.add_config_file_search_path(folder)
-            folder = os.path.dirname(folder)
-    sources = [(gin.parse_config_file, path, f"gin file {path}") for path in gin_files]
+    paths = [resolve_gin_file(name) for name in gin_files]
+    sources = [(_parse_file, path, f"gin file {name}")
+               for path, name in zip(paths, gin_files)]
     sources += [(gin.parse_config, binding, f"gin binding {binding!r}")
                 for binding in gin_bindings]
     for parse_one, source, where in sources:
@@ -77,8 +164,11 @@ def parse(gin_files=(), gin_bindings=(), finalize=True):
             parse_one(source)
         except Exception as e:  # pylint: disable=broad-except  (any parse failure)
             gin.clear_config()
+            if isinstance(e, _FileError):
+                where, e = e.where, e.error
+            detail = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
             raise ValueError(f"bad gin configuration in {where}: "
-                             f"{type(e).__name__}: {e}") from None
+                             f"{type(e).__name__}: {detail}") from None
     if finalize:
         gin.finalize()
 
@@ -102,7 +192,7 @@ def load_run(model_dir, gin_files=(), gin_bindings=()):
     """Parses a run folder's saved ``config.gin``, then ``gin_files`` and
     ``gin_bindings`` on top (e.g. other evaluation settings)."""
     config = os.path.join(model_dir, runfiles.CONFIG)
-    if not os.path.exists(config):
+    if not fileio.exists(config):
         raise FileNotFoundError(f"{config} not found: is {model_dir} a training run?")
     parse([config, *gin_files], gin_bindings)
 

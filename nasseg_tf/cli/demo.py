@@ -7,14 +7,14 @@ Usage:
 On the procedural street-scene dataset (generated on first use) it:
 
 1. prints Auto-DeepLab-S's size and cost beside the paper (the full model);
-2. runs a tiny Auto-DeepLab search (cell α + path β, gin file
-   ``gin/search/autodeeplab_demo.gin``) and decodes it to ``search/genotype.json``
+2. runs a tiny Auto-DeepLab search (cell α + path β, recipe
+   ``search/autodeeplab_demo.gin``) and decodes it to ``search/genotype.json``
    with pictures of the cell and of the path;
 3. retrains the searched cell on the searched path from scratch with the one training
-   loop (``gin/demo/train_demo.gin`` + ``Model.genotype = search/genotype.json``);
+   loop (``demo/train_demo.gin`` + ``Model.genotype = search/genotype.json``);
 4. evaluates it (mIoU, per-class IoU) against the majority-class baseline;
 5. exports a SavedModel, reloads it and segments a held-out image into PNGs;
-6. runs a tiny DPC search (``gin/search/dpc_demo.gin``): a dozen Dense Prediction
+6. runs a tiny DPC search (``search/dpc_demo.gin``): a dozen Dense Prediction
    Cells trained on cached features of a small MobileNet-v2, then fresh random cells
    for comparison, and the best two re-ranked by fine-tuning whole models;
 7. prints the searched cell and path and ends with
@@ -51,14 +51,12 @@ def define_flags(flag_values=flags.FLAGS):
                               flag_values=flag_values)
 
 
-def gin_dir():
-    """The repository's ``gin/`` folder (next to the package in a source checkout)."""
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = os.path.join(here, "gin")
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"{path} not found: run the demo from a source checkout (make demo)")
-    return path
+def recipe(name):
+    """The path of the shipped recipe ``name`` (not one of the same name in the working
+    directory)."""
+    from nasseg_tf.cli import configs  # pylint: disable=import-outside-toplevel
+
+    return configs.resolve_gin_file(os.path.join(configs.RECIPES_DIR, name))
 
 
 def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), log=print):
@@ -83,7 +81,7 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
     log(describe_text(describe_model("autodeeplab_s", 19, (1024, 2048))))
 
     search_dir = os.path.join(output_dir, "search")
-    configs.parse([os.path.join(gin_dir(), SEARCH_GIN)],
+    configs.parse([recipe(SEARCH_GIN)],
                   [data_binding] + list(search_bindings))
     groups = configs.bound("search", "supernet", "data")
     scfg = groups["search"]
@@ -103,7 +101,7 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
         f"{search_dir}/path.png; {time.time() - t_start:.0f}s so far")
 
     run_dir = os.path.join(output_dir, "run")
-    configs.parse([os.path.join(gin_dir(), DEMO_GIN)],
+    configs.parse([recipe(DEMO_GIN)],
                   [data_binding, f"Model.genotype = '{genotype_path}'"]
                   + list(gin_bindings))
     groups = configs.bound("model", "data", "training", "evaluation")
@@ -143,7 +141,7 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
     log(f"      wrote {overlay_path} (image | ground truth | prediction)")
 
     dpc_dir = os.path.join(output_dir, "dpc_search")
-    configs.parse([os.path.join(gin_dir(), DPC_GIN)],
+    configs.parse([recipe(DPC_GIN)],
                   [f"Data.data_dir = '{os.path.join(output_dir, 'dpc_data')}'"]
                   + list(dpc_bindings))
     dcfg = configs.get("dpc_search")

@@ -69,6 +69,64 @@ def test_every_gin_file_parses_and_builds_its_model(path):
     assert train_cfg.steps > 0 and train_cfg.batch_size > 0
 
 
+def test_recipes_resolve_by_name_by_checkout_name_and_by_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the source tree
+    names = configs.list_recipes()
+    assert "train/xception71_dpc_cityscapes.gin" in names and len(names) == len(GIN_FILES)
+    by_name = configs.resolve_gin_file("train/xception71_dpc_cityscapes.gin")
+    assert os.path.samefile(by_name, os.path.join(REPO, "gin", "train",
+                                                  "xception71_dpc_cityscapes.gin"))
+    assert configs.resolve_gin_file("gin/train/xception71_dpc_cityscapes.gin") == by_name
+    # A file of that name in the working directory is the user's: a path wins.
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "xception71_dpc_cityscapes.gin").write_text("Training.steps = 3\n")
+    assert configs.resolve_gin_file("train/xception71_dpc_cityscapes.gin") == os.path.join(
+        "train", "xception71_dpc_cityscapes.gin")
+    configs.parse(["train/xception71_dpc_cityscapes.gin"])
+    assert configs.get("training").steps == 3
+
+
+def test_an_unknown_gin_name_lists_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as raised:
+        configs.parse(["train/nope.gin"])
+    message = str(raised.value)
+    assert "\n" not in message
+    assert str(tmp_path / "train" / "nope.gin") in message
+    assert os.path.join(configs.RECIPES_DIR, "train", "nope.gin") in message
+
+
+def test_includes_resolve_beside_the_file_then_among_the_recipes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "experiments"
+    mine.mkdir()
+    (mine / "local.gin").write_text("Training.batch_size = 3\n")
+    (mine / "run.gin").write_text(
+        "include 'train/xception71_dpc_cityscapes.gin'\n"  # a shipped recipe (it
+        "Training.steps = 11  # overrides the recipe\n"   # includes train/base_dpc.gin)
+        "include 'local.gin'\n")                        # beside run.gin
+    configs.parse([str(mine / "run.gin")])
+    training, model = configs.get("training"), configs.get("model")
+    assert (training.steps, training.batch_size) == (11, 3)
+    assert model.name == "xception71_dpc"
+    assert training.learning_rate == 0.01 and training.sync_batch_norm  # base_dpc.gin
+
+
+def test_bad_includes_name_the_file_and_where_it_looked(tmp_path):
+    (tmp_path / "missing.gin").write_text("\ninclude 'base/none.gin'\n")
+    with pytest.raises(ValueError, match=r"gin file .*missing.gin: FileNotFoundError: gin "
+                                         r"file not found: base/none.gin \(looked in: "):
+        configs.parse([str(tmp_path / "missing.gin")])
+    (tmp_path / "inner.gin").write_text("Training.steps = 1\nTraining.stepz = 2\n")
+    (tmp_path / "outer.gin").write_text("include 'inner.gin'\n")
+    with pytest.raises(ValueError, match=r"gin file .*inner.gin \(included by .*outer.gin\)"
+                                         r": ValueError: .*stepz.*line 2"):
+        configs.parse([str(tmp_path / "outer.gin")])
+    (tmp_path / "loop.gin").write_text("include 'loop.gin'\n")
+    with pytest.raises(ValueError, match="include cycle"):
+        configs.parse([str(tmp_path / "loop.gin")])
+
+
 def test_value_objects_are_the_library_classes_with_the_bindings():
     configs.parse([TINY], ["Training.steps = 5", "Model.genotype = 'g.json'"])
     training, model = configs.get("training"), configs.get("model")
