@@ -95,3 +95,32 @@ def run_path(model_dir, path):
     if path is None or os.path.isabs(path) or "://" in path:
         return path
     return os.path.join(model_dir, path)
+
+
+def run_relative(model_dir, path):
+    """``path`` as a run's ``config.gin`` writes it: a local path inside ``model_dir``
+    becomes relative to it (the folder stays valid when moved), any other path is
+    made absolute (a saved configuration never depends on the working directory).
+    :func:`locate` reads it back."""
+    if path is None or fileio.is_remote(path):
+        return path
+    path = os.path.abspath(path)
+    if fileio.is_remote(model_dir):
+        return path
+    root = os.path.abspath(model_dir)
+    if os.path.commonpath([root, path]) == root and path != root:
+        return os.path.relpath(path, root)
+    return path
+
+
+def locate(model_dir, path, exists=fileio.exists):
+    """The absolute path a run's configuration means by ``path``.
+
+    A relative path is looked up in the run folder first (what :func:`run_relative`
+    wrote), then in the working directory (a path given on the command line that
+    evaluates the run); ``exists(candidate)`` decides (e.g. a glob that matches).
+    """
+    if path is None or os.path.isabs(path) or fileio.is_remote(path):
+        return path
+    inside = os.path.join(model_dir, path)
+    return inside if exists(inside) else fileio.abspath(path)

@@ -5,6 +5,18 @@ Usage:
         --output_dir=/data/cityscapes/tfrecord --num_shards=10
     python tools/build_data.py --dataset=generic --root=/data/mine --num_classes=5 \
         --splits=train,val --output_dir=/data/mine/tfrecord
+    nasseg-build-data --dataset=generic --root=/data/mine \
+        --class_names=/data/mine/classes.txt --output_dir=/data/mine/tfrecord
+
+The generic layout is ``ROOT/<split>/images/<name>.{jpg,jpeg,png}`` with
+``ROOT/<split>/labels/<name>.png`` (single-channel PNGs whose values are the class
+indices; ``--ignore_label`` marks unlabelled pixels). ``--class_names`` is a text file
+with one class name per line, in label order (it also gives ``--num_classes``);
+``--palette`` one colour per line (``R G B``, ``R,G,B`` or ``#RRGGBB``).
+
+Beside the shards the tool writes ``OUTPUT_DIR/dataset.json``, the dataset
+description (classes, names, palette, ignore label, shards, record and pixel counts);
+train on it with ``--gin_bindings="Data.dataset = 'OUTPUT_DIR'"``.
 
 Greyscale source images of more than 8 bits (16-bit PNGs) are reduced to 8 bits as
 ``--high_bit_depth`` says (``scale``: value / 257; ``stretch``: each image's min..max
@@ -25,6 +37,7 @@ from absl import flags
 
 from nasseg_tf.cli import common
 from nasseg_tf.data import build_data
+from nasseg_tf.data import datasets
 
 REQUIRED_FLAGS = ("dataset", "root", "output_dir")
 
@@ -41,8 +54,17 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       flag_values=flag_values)
     flags.DEFINE_integer("num_shards", 4, "Shards per split.", lower_bound=1,
                          flag_values=flag_values)
-    flags.DEFINE_integer("num_classes", None, "Number of classes (generic layout only).",
+    flags.DEFINE_integer("num_classes", None, "Number of classes (generic layout only; "
+                         "default: the number of --class_names).", lower_bound=1,
                          flag_values=flag_values)
+    flags.DEFINE_string("class_names", None, "Text file of class names, one per line in "
+                        "label order (generic layout; default class_0, class_1, ...).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("palette", None, "Text file of class colours, one per line: "
+                        "'R G B', 'R,G,B' or '#RRGGBB' (generic layout; default: "
+                        "generated).", flag_values=flag_values)
+    flags.DEFINE_string("name", None, "The dataset's name in its description (default: "
+                        "the root folder's name).", flag_values=flag_values)
     flags.DEFINE_integer("ignore_label", 255, "Label value meaning 'ignore'.",
                          flag_values=flag_values)
     flags.DEFINE_bool("verify", True, "Re-read and check every record before installing.",
@@ -56,20 +78,38 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 
 def convert(dataset, root, output_dir, splits=None, num_shards=4, num_classes=None,
-            ignore_label=255, verify=True, high_bit_depth="scale", report=print
-            ) -> Dict[str, List[str]]:
+            ignore_label=255, verify=True, high_bit_depth="scale", class_names=None,
+            palette=None, name=None, report=print) -> Dict[str, List[str]]:
     """The tool's body: runs the conversion; returns the shards.
 
-    ``report`` gets one line per split and, when images were reduced from a high bit
-    depth, one summary line.
+    ``class_names`` and ``palette`` are files (:func:`build_data.read_class_names`,
+    :func:`build_data.read_palette`), checked before anything is written. ``report``
+    gets one line per split, the description's path and, when images were reduced
+    from a high bit depth, one summary line.
     """
+    names = colours = None
+    if class_names:
+        names = build_data.read_class_names(class_names)
+        datasets.check_class_names(names, num_classes or len(names),
+                                   f"Class names file {class_names}")
+    if palette:
+        colours = build_data.read_palette(palette)
+        count = num_classes or (len(names) if names else None)
+        if count is not None:
+            datasets.check_palette(colours, count, f"Palette file {palette}")
     summary = build_data.ConversionSummary()
     shards = build_data.build_tfrecords(
         dataset, root, output_dir, splits=splits, num_shards=num_shards,
         num_classes=num_classes, ignore_label=ignore_label, verify=verify,
-        high_bit_depth=high_bit_depth, summary=summary)
+        high_bit_depth=high_bit_depth, summary=summary, name=name, class_names=names,
+        palette=colours)
+    info = datasets.load_description(summary.description_path)
+    records = info.split_sizes
     for split, paths in shards.items():
-        report(f"{split}: {len(paths)} shards in {output_dir}")
+        report(f"{split}: {len(paths)} shards, {records[split]} records in {output_dir}")
+    report(f"dataset description: {summary.description_path} ({info.num_classes} "
+           f"classes: {', '.join(info.class_names[:8])}"
+           f"{', ...' if info.num_classes > 8 else ''})")
     if summary.describe():
         report(summary.describe())
     return shards

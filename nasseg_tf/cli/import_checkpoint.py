@@ -39,7 +39,9 @@ def define_flags(flag_values=flags.FLAGS):
                         "checkpoint) for nasseg-eval / -predict / -train.",
                         flag_values=flag_values)
     flags.DEFINE_string("dataset", None, "The dataset of the run folder (classes, "
-                        "palette), with --model_dir.", flag_values=flag_values)
+                        "palette), with --model_dir: a registry name or a dataset "
+                        "description (dataset.json or its folder).",
+                        flag_values=flag_values)
     flags.DEFINE_string("export_dir", None, "Also export a serving SavedModel here.",
                         flag_values=flag_values)
     flags.DEFINE_enum("scope", "auto", ["auto", "model", "backbone"],
@@ -64,7 +66,8 @@ def write_run_folder(model_dir, keras_model, model_config, dataset):
 
     if tf.train.latest_checkpoint(f"{model_dir}/checkpoints"):
         raise FileExistsError(f"{model_dir} holds a run already; choose a new --model_dir")
-    runfiles.write_run_files(model_dir, [model_config, DataConfig(dataset=dataset)])
+    runfiles.write_run_files(model_dir, [model_config,
+                                         DataConfig(dataset=dataset).absolute()])
     checkpoint = tf.train.Checkpoint(
         model=variables_by_path(keras_model.variables),
         step=tf.Variable(0, dtype=tf.int64),

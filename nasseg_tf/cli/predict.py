@@ -34,8 +34,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_multi_string("images", [], "Image files or glob patterns.",
                               flag_values=flag_values)
     flags.DEFINE_string("output_dir", None, "Where the PNGs go.", flag_values=flag_values)
-    flags.DEFINE_string("dataset", None, "Dataset whose palette draws the labels "
-                        "(default: from the model).", flag_values=flag_values)
+    flags.DEFINE_string("dataset", None, "Dataset whose palette draws the labels: a "
+                        "registry name or a dataset description (dataset.json or its "
+                        "folder) (default: from the model).", flag_values=flag_values)
     flags.DEFINE_float("alpha", 0.5, "Overlay opacity of the label colours.",
                        flag_values=flag_values)
     flags.mark_flag_as_required("output_dir", flag_values=flag_values)

@@ -23,6 +23,15 @@ more than 8 bits (PIL modes ``I;16``/``I;16B``/``I;16L``/``I;16N``, 32-bit integ
 ``"stretch"`` or ``"refuse"``; see :func:`reduce_bit_depth`) instead of being
 saturated by a plain RGB conversion; a :class:`ConversionSummary` counts them.
 
+Beside the shards the conversion writes a dataset description, ``dataset.json``
+(:mod:`nasseg_tf.data.datasets`: name, classes, class names, palette, ignore label,
+each split's shard pattern, record count and labelled pixels per class, counted while
+converting), so that ``Data.dataset = '<output_dir>'`` trains on it without code. For
+``generic`` the names come from ``class_names`` (default ``class_0..``) and the colours
+from ``palette`` (default :func:`~nasseg_tf.data.datasets.generated_palette`); the
+other layouts take both from the registry. Converting some splits into a folder that
+already describes others keeps those others when the classes agree.
+
 Every file is checked before anything is written: a missing file, an image/label
 size mismatch or a label value outside the classes raises an error naming the
 file. Shards are written to a temporary folder inside ``output_dir``
@@ -74,11 +83,13 @@ class ConversionSummary:
         high_bit_depth: How high-bit-depth greyscale images were reduced to 8 bits.
         num_images: Images read.
         high_bit_depth_images: ``{PIL mode: count}`` of the images reduced to 8 bits.
+        description_path: The dataset description written (``dataset.json``).
     """
 
     high_bit_depth: str = "scale"
     num_images: int = 0
     high_bit_depth_images: Dict[str, int] = dataclasses.field(default_factory=dict)
+    description_path: str = ""
 
     @property
     def num_reduced(self) -> int:
@@ -376,10 +387,12 @@ def read_label(path: str) -> np.ndarray:
 def convert_example(source: SourceExample, num_classes: int, ignore_label: int = 255,
                     label_lut: Optional[np.ndarray] = None, *,
                     high_bit_depth: str = "scale",
-                    summary: Optional[ConversionSummary] = None):
+                    summary: Optional[ConversionSummary] = None,
+                    pixel_counts: Optional[np.ndarray] = None):
     """Reads, maps and checks one pair and returns its ``tf.train.Example``.
 
-    ``high_bit_depth`` and ``summary`` are passed to :func:`read_image`.
+    ``high_bit_depth`` and ``summary`` are passed to :func:`read_image`;
+    ``pixel_counts`` (int64 ``[256]``), when given, gets the pixels of each label value.
 
     Raises:
         FileNotFoundError: Naming a missing file.
@@ -395,6 +408,8 @@ def convert_example(source: SourceExample, num_classes: int, ignore_label: int =
                               f"label {source.label_path} is "
                               f"{label.shape[0]}x{label.shape[1]}.")
     tfrecord.check_label_array(label, num_classes, ignore_label, f"Label {source.label_path}")
+    if pixel_counts is not None:
+        pixel_counts += np.bincount(label.ravel(), minlength=256)
     return tfrecord.make_example(image_bytes, tfrecord.encode_png(label), source.name,
                                  size[0], size[1], image_format=image_format)
 
@@ -402,36 +417,154 @@ def convert_example(source: SourceExample, num_classes: int, ignore_label: int =
 # ---------------------------------------------------------------------------------------
 # Whole datasets
 # ---------------------------------------------------------------------------------------
-def _num_classes(converter: Converter, num_classes: Optional[int]) -> int:
+def _num_classes(converter: Converter, num_classes: Optional[int],
+                 class_names: Optional[Sequence[str]] = None) -> int:
     if converter.dataset is not None:
         known = datasets.get_dataset_info(converter.dataset).num_classes
         if num_classes not in (None, known):
             raise ValueError(f"Layout {converter.name!r} has {known} classes, "
                              f"not {num_classes}.")
         return known
+    if not num_classes and class_names:
+        return len(class_names)
     if not num_classes:
-        raise ValueError(f"Layout {converter.name!r} needs num_classes.")
+        raise ValueError(f"Layout {converter.name!r} needs num_classes (or class names).")
     return num_classes
+
+
+def read_class_names(path: str) -> Tuple[str, ...]:
+    """The class names in text file ``path``: one per line, in label order.
+
+    Surrounding spaces are stripped and blank lines at the end ignored; an empty line
+    before the last name is an error (it would be a class without a name).
+
+    Raises:
+        FileNotFoundError: ``path`` is missing.
+        ValueError: An empty name, naming the file and line.
+    """
+    _require_file(path)
+    with open(path, encoding="utf-8-sig") as handle:
+        lines = [line.strip() for line in handle.read().splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        if not line:
+            raise ValueError(f"Class names file {path}: line {number} is empty (one "
+                             f"name per line, in label order).")
+    return tuple(lines)
+
+
+def read_palette(path: str) -> Tuple[datasets.RGB, ...]:
+    """The colours in text file ``path``: one per line as ``R G B``, ``R,G,B`` or
+    ``#RRGGBB``, in label order (blank lines at the end ignored).
+
+    Raises:
+        FileNotFoundError: ``path`` is missing.
+        ValueError: A line that is no colour, naming the file and line.
+    """
+    _require_file(path)
+    with open(path, encoding="utf-8-sig") as handle:
+        lines = [line.strip() for line in handle.read().splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    colours = []
+    for number, line in enumerate(lines, 1):
+        try:
+            if line.startswith("#") and len(line) == 7:
+                colour = tuple(int(line[i:i + 2], 16) for i in (1, 3, 5))
+            else:
+                colour = tuple(int(v) for v in line.replace(",", " ").split())
+            if len(colour) != 3 or not all(0 <= c <= 255 for c in colour):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"Palette file {path}: line {number} ({line!r}) is not a "
+                             f"colour; write 'R G B', 'R,G,B' or '#RRGGBB' with values "
+                             f"0..255.") from None
+        colours.append(colour)
+    return tuple(colours)
+
+
+def dataset_info_for(converter: Converter, num_classes: Optional[int] = None,
+                     ignore_label: int = 255, *, name: Optional[str] = None,
+                     class_names: Optional[Sequence[str]] = None,
+                     palette: Optional[Sequence[Sequence[int]]] = None,
+                     root: str = "") -> datasets.DatasetInfo:
+    """The description of what ``converter`` produces, checked before converting.
+
+    Registry layouts take names and colours from the registry (``class_names`` and
+    ``palette`` are refused there); ``generic`` from the arguments, defaulting to
+    ``class_0..`` and :func:`~nasseg_tf.data.datasets.generated_palette`; ``name``
+    defaults to the root folder's name.
+
+    Raises:
+        ValueError: Names or colours that do not fit the classes (naming which).
+    """
+    num_classes = _num_classes(converter, num_classes, class_names)
+    if converter.dataset is not None:
+        if class_names is not None or palette is not None:
+            raise ValueError(f"Layout {converter.name!r} takes its class names and "
+                             f"colours from the {converter.dataset!r} registry entry; "
+                             f"class_names / palette are for the generic layout.")
+        known = datasets.get_dataset_info(converter.dataset)
+        return dataclasses.replace(known, name=name or known.name,
+                                   ignore_label=ignore_label, splits=())
+    names = (datasets.default_class_names(num_classes) if class_names is None else
+             datasets.check_class_names(class_names, num_classes, "class names"))
+    colours = (datasets.generated_palette(num_classes) if palette is None else
+               datasets.check_palette(palette, num_classes, "palette"))
+    return datasets.DatasetInfo(
+        name=name or os.path.basename(os.path.abspath(root)) or "dataset",
+        num_classes=num_classes, ignore_label=ignore_label, class_names=names,
+        palette=colours,
+        description=f"converted by nasseg-build-data from {os.path.abspath(root)}")
 
 
 def _write_split(sources: Sequence[SourceExample], tmp_dir: str, split: str,
                  num_shards: int, num_classes: int, ignore_label: int,
                  label_lut: Optional[np.ndarray], high_bit_depth: str,
-                 summary: Optional[ConversionSummary]) -> List[str]:
+                 summary: Optional[ConversionSummary]) -> Tuple[List[str], dict]:
+    """Writes one split's shards; returns their names and its description entry."""
+    counts = np.zeros(256, np.int64)
     with tfrecord.ShardedRecordWriter(tmp_dir, split, num_shards) as writer:
         for source in sources:
             writer.write(convert_example(source, num_classes, ignore_label, label_lut,
-                                         high_bit_depth=high_bit_depth, summary=summary))
-    return [os.path.basename(path) for path in writer.paths]
+                                         high_bit_depth=high_bit_depth, summary=summary,
+                                         pixel_counts=counts))
+    entry = {"shards": os.path.basename(tfrecord.shard_pattern("", split)),
+             "num_records": len(sources),
+             "pixel_counts": [int(c) for c in counts[:num_classes]],
+             "ignored_pixels": int(counts[ignore_label]) if ignore_label < 256 else 0}
+    return [os.path.basename(path) for path in writer.paths], entry
+
+
+def _kept_splits(output_dir: str, description: dict, written: Sequence[str]) -> dict:
+    """The splits of an earlier description in ``output_dir`` that this conversion
+    keeps: those not rewritten, when name, classes and ignore label agree."""
+    path = os.path.join(output_dir, datasets.DESCRIPTION_FILE)
+    if not fileio.exists(path):
+        return {}
+    try:
+        old = fileio.read_json(path)
+        datasets.parse_description(old, path)
+    except ValueError:  # unreadable: replaced
+        return {}
+    header = ("name", "num_classes", "ignore_label", "class_names", "palette")
+    if any(old.get(key) != description[key] for key in header):
+        return {}
+    return {split: entry for split, entry in old["splits"].items() if split not in written}
 
 
 def build_tfrecords(dataset: str, root: str, output_dir: str, *,
                     splits: Optional[Sequence[str]] = None, num_shards: int = 4,
                     num_classes: Optional[int] = None, ignore_label: int = 255,
                     verify: bool = True, high_bit_depth: str = "scale",
-                    summary: Optional[ConversionSummary] = None
+                    summary: Optional[ConversionSummary] = None,
+                    name: Optional[str] = None,
+                    class_names: Optional[Sequence[str]] = None,
+                    palette: Optional[Sequence[Sequence[int]]] = None
                     ) -> Dict[str, List[str]]:
-    """Converts a dataset layout into ``{split}-NNNNN-of-MMMMM.tfrecord`` shards.
+    """Converts a dataset layout into ``{split}-NNNNN-of-MMMMM.tfrecord`` shards and
+    writes their description ``output_dir/dataset.json``.
 
     Args:
         dataset: Converter name (see :func:`list_converters`).
@@ -439,7 +572,8 @@ def build_tfrecords(dataset: str, root: str, output_dir: str, *,
         output_dir: Destination of the shards (created if missing).
         splits: Splits to convert; defaults to the converter's.
         num_shards: Shards per split.
-        num_classes: Needed by ``generic``; checked against the registry otherwise.
+        num_classes: Needed by ``generic`` (or given by ``class_names``); checked
+            against the registry otherwise.
         ignore_label: Label value kept as "ignore".
         verify: Re-read every written record with
             :func:`~nasseg_tf.data.tfrecord.validate_records` before installing.
@@ -448,16 +582,21 @@ def build_tfrecords(dataset: str, root: str, output_dir: str, *,
             :func:`reduce_bit_depth`).
         summary: Filled with what the conversion changed (e.g. how many images were
             reduced from a high bit depth), to report once per run.
+        name, class_names, palette: The description's name, class names and colours
+            (see :func:`dataset_info_for`).
 
     Returns:
         ``{split: [shard paths]}``.
 
     Raises:
-        ValueError: Unknown layout or split, or a bad file (message names it).
+        ValueError: Unknown layout or split, or a bad file (message names it), or
+            names / colours that do not fit the classes.
         FileNotFoundError: A missing directory or file (message names it).
     """
     converter = get_converter(dataset)
-    num_classes = _num_classes(converter, num_classes)
+    info = dataset_info_for(converter, num_classes, ignore_label, name=name,
+                            class_names=class_names, palette=palette, root=root)
+    num_classes = info.num_classes
     _check_high_bit_depth(high_bit_depth)
     if summary is not None:
         summary.high_bit_depth = high_bit_depth
@@ -470,14 +609,22 @@ def build_tfrecords(dataset: str, root: str, output_dir: str, *,
     fileio.clean_stale_temps(output_dir, fileio.legacy_mkdtemp_glob(".build_data-"))
     tmp_dir = fileio.temp_dir(os.path.join(output_dir, "build_data"))
     try:
-        files = {split: _write_split(sources[split], tmp_dir, split, num_shards,
-                                     num_classes, ignore_label, converter.label_lut,
-                                     high_bit_depth, summary)
-                 for split in splits}
+        files, entries = {}, {}
+        for split in splits:
+            files[split], entries[split] = _write_split(
+                sources[split], tmp_dir, split, num_shards, num_classes, ignore_label,
+                converter.label_lut, high_bit_depth, summary)
         if verify:
             tfrecord.validate_records(os.path.join(tmp_dir, "*" + tfrecord.TFRECORD_SUFFIX),
                                       num_classes, ignore_label)
+        description = datasets.make_description(info, entries)
+        description["splits"] = {**_kept_splits(output_dir, description, splits),
+                                 **description["splits"]}
+        datasets.parse_description(description, output_dir)  # checked before installing
         installed = tfrecord.install_shards(tmp_dir, output_dir, files)
+        path = datasets.write_description(output_dir, description)
+        if summary is not None:
+            summary.description_path = path
     finally:
         fileio.remove_tree(tmp_dir, ignore_errors=True)
         if created and not os.listdir(output_dir):

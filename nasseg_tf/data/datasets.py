@@ -1,26 +1,59 @@
-"""Registry of segmentation dataset descriptions.
+"""Registry of segmentation dataset descriptions, and description files.
 
 A :class:`DatasetInfo` is plain data: the number of classes, the ignore label, the
 class names and the colour palette used to draw predictions. The entries below are
 the datasets the papers report on (SPEC §4) plus the procedural ``demo`` dataset
 (:mod:`nasseg_tf.data.demo`).
 
+A user's own dataset needs no code: the converter (``nasseg-build-data``) writes a
+*description file* ``dataset.json`` beside its TFRecord shards (:func:`write_description`)
+and :func:`get_dataset_info` accepts, besides a registry name, that file or the folder
+holding it. The description's format (version 1)::
+
+    {"format": "nasseg_tf.dataset", "version": 1,
+     "name": "flowers", "num_classes": 3, "ignore_label": 255,
+     "class_names": ["background", "petal", "stem"],
+     "palette": [[0, 0, 0], [220, 20, 60], [107, 142, 35]],
+     "splits": {"train": {"shards": "train-*-of-00004.tfrecord", "num_records": 120,
+                          "pixel_counts": [812345, 90211, 12003],
+                          "ignored_pixels": 0},
+                "val": {...}},
+     "description": "..."}
+
+``shards`` are glob patterns relative to the description's folder (so the folder can
+be moved or copied to a bucket as a whole); ``pixel_counts`` are the labelled pixels of
+each class in that split, counted during the conversion.
+
 Example:
     >>> info = get_dataset_info("cityscapes")
     >>> info.num_classes, info.class_names[0]
     (19, 'road')
+    >>> mine = get_dataset_info("/data/flowers/tfrecord")   # holds dataset.json
+    >>> mine.split_pattern("train")
+    '/data/flowers/tfrecord/train-*-of-00004.tfrecord'
 """
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
-from typing import Dict, Tuple
+import json
+import os
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from nasseg_tf import fileio
 
 RGB = Tuple[int, int, int]
 
 DEFAULT_IGNORE_LABEL = 255
+
+DESCRIPTION_FILE = "dataset.json"
+"""Name of the dataset description the converter writes beside its shards."""
+DESCRIPTION_FORMAT = "nasseg_tf.dataset"
+DESCRIPTION_VERSION = 1
+"""The description format this package writes and reads."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +69,12 @@ class DatasetInfo:
         splits: ``(split, number_of_images)`` pairs of the official release.
         label_mapping: How raw annotation values become training labels (prose).
         description: One line about the dataset.
+        path: The description file this came from (absolute); ``""`` for registry
+            entries.
+        patterns: ``(split, shard glob pattern)`` pairs of a description (absolute,
+            or remote URLs).
+        pixel_counts: ``(split, per-class labelled pixel counts)`` pairs of a
+            description.
     """
 
     name: str
@@ -46,6 +85,9 @@ class DatasetInfo:
     splits: Tuple[Tuple[str, int], ...] = ()
     label_mapping: str = "labels are stored as class indices"
     description: str = ""
+    path: str = ""
+    patterns: Tuple[Tuple[str, str], ...] = ()
+    pixel_counts: Tuple[Tuple[str, Tuple[int, ...]], ...] = ()
 
     def __post_init__(self):
         if self.num_classes < 1:
@@ -68,6 +110,10 @@ class DatasetInfo:
     def split_sizes(self) -> Dict[str, int]:
         """The official split sizes as a dict."""
         return dict(self.splits)
+
+    def split_pattern(self, split: str) -> Optional[str]:
+        """The shard pattern of ``split`` in a description; None when it has none."""
+        return dict(self.patterns).get(split)
 
     def palette_array(self) -> np.ndarray:
         """The palette as a ``uint8`` array of shape ``[num_classes, 3]``."""
@@ -114,21 +160,286 @@ def register_dataset(info: DatasetInfo, *, overwrite: bool = False) -> DatasetIn
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
-    """Returns the registered description called ``name``.
+    """The dataset ``name``: a registry name, a description file or its folder.
+
+    This is the one place a dataset setting (``Data.dataset``, ``--dataset``) becomes
+    a :class:`DatasetInfo`. A registered name wins; anything else is a path (local or
+    remote): a folder holding :data:`DESCRIPTION_FILE` or the description file itself
+    (:func:`load_description`).
 
     Raises:
-        ValueError: If ``name`` is unknown; the message lists the known datasets.
+        ValueError: If ``name`` is neither; the message lists the known datasets. A
+            bad description raises :class:`DescriptionError` naming the file and field.
+        FileNotFoundError: A path-like ``name`` (with a ``/`` or ending in ``.json``)
+            whose description is missing.
     """
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"Unknown dataset {name!r}; known datasets: "
-                         f"{', '.join(list_datasets())}.") from None
+    if isinstance(name, (str, os.PathLike)) and str(name):
+        path = description_path(name)
+        if path is not None:
+            return load_description(path)
+        if _looks_like_path(str(name)):
+            raise FileNotFoundError(
+                f"No dataset description at {name}: expected {DESCRIPTION_FILE} in "
+                f"that folder (written by nasseg-build-data) or the path of one.")
+    raise ValueError(f"Unknown dataset {name!r}; known datasets: "
+                     f"{', '.join(list_datasets())} (or the folder of a "
+                     f"{DESCRIPTION_FILE} written by nasseg-build-data).")
 
 
 def list_datasets() -> Tuple[str, ...]:
     """Names of all registered datasets, sorted."""
     return tuple(sorted(_REGISTRY))
+
+
+# --------------------------------------------------------------------------------------
+# Description files: a user's dataset without code.
+# --------------------------------------------------------------------------------------
+class DescriptionError(ValueError):
+    """A dataset description is unreadable or inconsistent; the message names the file
+    and the field."""
+
+
+def _looks_like_path(name: str) -> bool:
+    return "/" in name or os.sep in name or name.endswith(".json")
+
+
+def description_path(name) -> Optional[str]:
+    """The description file ``name`` designates, or None when there is none.
+
+    ``name`` is a description file or a folder holding :data:`DESCRIPTION_FILE`;
+    local paths are made absolute.
+    """
+    name = fileio.abspath(os.fspath(name))
+    if fileio.isdir(name):
+        inside = os.path.join(name, DESCRIPTION_FILE)
+        return inside if fileio.exists(inside) else None
+    return name if fileio.exists(name) else None
+
+
+def generated_palette(num_classes: int) -> Tuple[RGB, ...]:
+    """A deterministic palette of ``num_classes`` distinct, non-black colours.
+
+    Hues step by the golden angle (each new colour far from the previous ones), with
+    three saturation/value levels cycling; black stays free for ignored pixels.
+    """
+    colours, seen = [], set()
+    index = 0
+    while len(colours) < num_classes:
+        level = index % 3
+        hue = (index * 0.6180339887498949) % 1.0
+        rgb = colorsys.hsv_to_rgb(hue, (0.85, 0.55, 0.95)[level],
+                                  (0.95, 0.8, 0.6)[level])
+        colour = tuple(int(round(c * 255)) for c in rgb)
+        index += 1
+        if colour not in seen and colour != (0, 0, 0):
+            seen.add(colour)
+            colours.append(colour)
+    return tuple(colours)
+
+
+def default_class_names(num_classes: int) -> Tuple[str, ...]:
+    """``class_0 .. class_{n-1}``: names for a dataset given without names."""
+    return tuple(f"class_{i}" for i in range(num_classes))
+
+
+def check_class_names(names: Sequence[str], num_classes: int, where: str) -> Tuple[str, ...]:
+    """``names`` as a tuple once they fit: one non-empty, unique name per class.
+
+    Raises:
+        ValueError: Naming ``where`` (e.g. the names file) and the problem.
+    """
+    names = tuple(names)
+    if len(names) != num_classes:
+        raise ValueError(f"{where}: {len(names)} class names for {num_classes} classes.")
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{where}: the name of class {index} is empty.")
+    first = {}
+    for index, name in enumerate(names):
+        if name in first:
+            raise ValueError(f"{where}: class name {name!r} is given twice (classes "
+                             f"{first[name]} and {index}).")
+        first[name] = index
+    return names
+
+
+def check_palette(palette: Sequence[Sequence[int]], num_classes: int,
+                  where: str) -> Tuple[RGB, ...]:
+    """``palette`` as a tuple of ``(r, g, b)`` once it has one 0..255 colour per class.
+
+    Raises:
+        ValueError: Naming ``where`` and the bad colour.
+    """
+    palette = list(palette)
+    if len(palette) != num_classes:
+        raise ValueError(f"{where}: {len(palette)} colours for {num_classes} classes.")
+    colours = []
+    for index, colour in enumerate(palette):
+        if (not isinstance(colour, (list, tuple)) or len(colour) != 3
+                or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255
+                           for c in colour)):
+            raise ValueError(f"{where}: colour of class {index} must be three integers "
+                             f"0..255, got {colour!r}.")
+        colours.append(tuple(colour))
+    return tuple(colours)
+
+
+def make_description(info: DatasetInfo, splits: Mapping[str, Mapping[str, object]]) -> dict:
+    """The JSON object of a description file (the module docstring shows its format).
+
+    Args:
+        info: Name, classes, names, palette, ignore label and prose of the dataset.
+        splits: ``{split: {"shards": pattern relative to the description's folder,
+            "num_records": int, "pixel_counts": [per class], "ignored_pixels": int}}``.
+    """
+    return {
+        "format": DESCRIPTION_FORMAT,
+        "version": DESCRIPTION_VERSION,
+        "name": info.name,
+        "num_classes": info.num_classes,
+        "ignore_label": info.ignore_label,
+        "class_names": list(info.class_names),
+        "palette": [list(colour) for colour in info.palette],
+        "splits": {split: {"shards": str(entry["shards"]),
+                           "num_records": int(entry["num_records"]),
+                           "pixel_counts": [int(c) for c in entry["pixel_counts"]],
+                           "ignored_pixels": int(entry.get("ignored_pixels", 0))}
+                   for split, entry in splits.items()},
+        "description": info.description,
+        "label_mapping": info.label_mapping,
+    }
+
+
+def write_description(folder: str, description: dict) -> str:
+    """Writes ``description`` to ``folder/dataset.json`` atomically; returns the path.
+
+    The object is checked first (:func:`parse_description`), so a file this writes
+    always loads.
+    """
+    path = os.path.join(folder, DESCRIPTION_FILE)
+    parse_description(description, path)
+    fileio.atomic_write_text(path, _json_text(description) + "\n")
+    return path
+
+
+def _json_text(value, indent=""):
+    """JSON with objects one key a line and lists of plain values on one line (a
+    palette: one colour a line), for a file people read and edit."""
+    if isinstance(value, dict):
+        inner = indent + "  "
+        items = [f"{inner}{json.dumps(k)}: {_json_text(v, inner)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}" if items else "{}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        inner = indent + "  "
+        return ("[\n" + ",\n".join(inner + _json_text(v, inner) for v in value)
+                + "\n" + indent + "]")
+    return json.dumps(value)
+
+
+def load_description(path: str) -> DatasetInfo:
+    """Reads the description file ``path`` as a :class:`DatasetInfo`.
+
+    Shard patterns become absolute (relative to the file's folder).
+
+    Raises:
+        FileNotFoundError: ``path`` is missing.
+        DescriptionError: Bad JSON, a missing or wrong field, a newer format version;
+            the message names the file and the field.
+    """
+    path = fileio.abspath(os.fspath(path))
+    try:
+        text = fileio.read_text(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Dataset description {path} not found.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DescriptionError(f"Dataset description {path}: cannot read it "
+                               f"({error}).") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as error:
+        raise DescriptionError(f"Dataset description {path}: not valid JSON "
+                               f"({error}).") from None
+    return parse_description(obj, path)
+
+
+def _field(obj, key, kind, where, kind_text):
+    if key not in obj:
+        raise DescriptionError(f"{where}: missing field {key!r}.")
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise DescriptionError(f"{where}: field {key!r} must be {kind_text}, got "
+                               f"{value!r}.")
+    return value
+
+
+def parse_description(obj, path: str) -> DatasetInfo:
+    """Checks a description object (read from ``path``) and returns its DatasetInfo.
+
+    Raises:
+        DescriptionError: Naming ``path`` and the bad field.
+    """
+    where = f"Dataset description {path}"
+    if not isinstance(obj, dict):
+        raise DescriptionError(f"{where}: expected a JSON object, got "
+                               f"{type(obj).__name__}.")
+    if obj.get("format") != DESCRIPTION_FORMAT:
+        raise DescriptionError(f"{where}: field 'format' must be "
+                               f"{DESCRIPTION_FORMAT!r}, got {obj.get('format')!r}.")
+    version = _field(obj, "version", int, where, "an integer")
+    if version > DESCRIPTION_VERSION or version < 1:
+        raise DescriptionError(f"{where}: format version {version} is not readable by "
+                               f"this nasseg_tf (it reads version {DESCRIPTION_VERSION}).")
+    name = _field(obj, "name", str, where, "a string")
+    num_classes = _field(obj, "num_classes", int, where, "an integer")
+    if not 1 <= num_classes <= 256:
+        raise DescriptionError(f"{where}: field 'num_classes' must be 1..256, got "
+                               f"{num_classes}.")
+    ignore_label = _field(obj, "ignore_label", int, where, "an integer")
+    try:
+        class_names = check_class_names(_field(obj, "class_names", list, where, "a list"),
+                                        num_classes, f"{where}: field 'class_names'")
+        palette = check_palette(_field(obj, "palette", list, where, "a list"),
+                                num_classes, f"{where}: field 'palette'")
+    except ValueError as error:
+        raise DescriptionError(str(error)) from None
+    if 0 <= ignore_label < num_classes:
+        raise DescriptionError(f"{where}: field 'ignore_label' ({ignore_label}) "
+                               f"collides with a class index (0..{num_classes - 1}).")
+    splits = _field(obj, "splits", dict, where, "an object {split: {...}}")
+    folder = os.path.dirname(path)
+    sizes, patterns, counts = [], [], []
+    for split, entry in splits.items():
+        at = f"{where}: splits.{split}"
+        if not isinstance(entry, dict):
+            raise DescriptionError(f"{at} must be an object, got {entry!r}.")
+        shards = _field(entry, "shards", str, at, "a glob pattern")
+        if not shards:
+            raise DescriptionError(f"{at}: field 'shards' is empty.")
+        num_records = _field(entry, "num_records", int, at, "an integer")
+        pixels = _field(entry, "pixel_counts", list, at, "a list")
+        if len(pixels) != num_classes or not all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in pixels):
+            raise DescriptionError(f"{at}: field 'pixel_counts' must hold {num_classes} "
+                                   f"non-negative integers (one per class), got "
+                                   f"{len(pixels)} values.")
+        if num_records < 0:
+            raise DescriptionError(f"{at}: field 'num_records' is negative.")
+        absolute = shards if fileio.is_remote(shards) or os.path.isabs(shards) else (
+            os.path.join(folder, shards))
+        sizes.append((split, num_records))
+        patterns.append((split, absolute))
+        counts.append((split, tuple(pixels)))
+    for key in ("description", "label_mapping"):
+        if not isinstance(obj.get(key, ""), str):
+            raise DescriptionError(f"{where}: field {key!r} must be a string.")
+    return DatasetInfo(
+        name=name, num_classes=num_classes, ignore_label=ignore_label,
+        class_names=class_names, palette=palette, splits=tuple(sizes),
+        label_mapping=obj.get("label_mapping") or "labels are stored as class indices",
+        description=obj.get("description", ""), path=path, patterns=tuple(patterns),
+        pixel_counts=tuple(counts))
 
 
 # --------------------------------------------------------------------------------------

@@ -1,30 +1,51 @@
 """What a run reads: the data configuration and the training input function.
 
-:class:`DataConfig` (gin ``Data``) names the dataset and its TFRecord patterns (or the
-generated demo data); :func:`train_input_fn` turns it and a training recipe into the
-per-replica input pipeline the training loop and the searches use.
+:class:`DataConfig` (gin ``Data``) names the dataset — a registry name, or a user's
+dataset description written by ``nasseg-build-data`` — and its TFRecord patterns (or
+the generated demo data); :func:`train_input_fn` turns it and a training recipe into
+the per-replica input pipeline the training loop and the searches use.
 """
 
 import dataclasses
 import os
 
-from nasseg_tf.data.datasets import get_dataset_info
+from nasseg_tf import fileio, runfiles
+from nasseg_tf.data.datasets import description_path, get_dataset_info, list_datasets
 from nasseg_tf.data.demo import ensure_demo_dataset
 from nasseg_tf.data.pipeline import build_dataset
 
 
-def _absolute(pattern):
+def _map_paths(pattern, fn):
     if pattern is None:
         return None
     if isinstance(pattern, (list, tuple)):
-        return type(pattern)(_absolute(p) for p in pattern)
-    return pattern if "://" in pattern else os.path.abspath(pattern)
+        return type(pattern)(fn(p) for p in pattern)
+    return fn(pattern)
+
+
+def _absolute(pattern):
+    return _map_paths(pattern, fileio.abspath)
+
+
+def _absolute_dataset(dataset):
+    """A registry name as it is; a description (file or folder) as its absolute file."""
+    if dataset is None or dataset in list_datasets():
+        return dataset
+    return description_path(dataset) or fileio.abspath(dataset)
+
+
+def _matches(pattern):
+    return bool(fileio.glob(pattern))
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Where the data is (gin: ``Data``). ``dataset`` names the registry entry (classes,
-    palette).
+    """Where the data is (gin: ``Data``).
+
+    ``dataset`` is a registry name (``cityscapes``, ``demo``, ...: classes, palette),
+    or a dataset description written by ``nasseg-build-data``: its ``dataset.json`` or
+    the folder holding it. With a description, ``train_pattern`` / ``eval_pattern``
+    default to its ``train_split`` / ``eval_split`` shards.
 
     For ``demo`` without patterns the demo dataset is generated into ``data_dir``
     (default: ``<model_dir>/../demo_data``) with the ``demo_*`` settings.
@@ -36,6 +57,8 @@ class DataConfig:
     train_pattern: str = None
     eval_pattern: str = None
     data_dir: str = None
+    train_split: str = "train"
+    eval_split: str = "val"
     demo_num_train: int = 200
     demo_num_val: int = 50
     demo_size: tuple = (128, 128)
@@ -49,6 +72,15 @@ class DataConfig:
         """
         info = get_dataset_info(self.dataset)
         train, evaluation = self.train_pattern, self.eval_pattern
+        if info.path:  # a description names its shards
+            train = train or info.split_pattern(self.train_split)
+            evaluation = evaluation or info.split_pattern(self.eval_split)
+            if not train:
+                raise ValueError(
+                    f"Data.train_pattern is not set and the dataset description "
+                    f"{info.path} has no split {self.train_split!r} (it has: "
+                    f"{', '.join(s for s, _ in info.patterns) or 'none'}); set "
+                    f"Data.train_split or Data.train_pattern")
         if self.dataset == "demo" and not (train and evaluation):
             data_dir = self.data_dir or os.path.join(
                 os.path.dirname(os.path.abspath(model_dir)), "demo_data")
@@ -62,15 +94,42 @@ class DataConfig:
 
     def absolute(self):
         """This config with its given paths made absolute (nothing generated)."""
-        return dataclasses.replace(self, train_pattern=_absolute(self.train_pattern),
+        return dataclasses.replace(self, dataset=_absolute_dataset(self.dataset),
+                                   train_pattern=_absolute(self.train_pattern),
                                    eval_pattern=_absolute(self.eval_pattern),
                                    data_dir=_absolute(self.data_dir))
 
     def resolved(self, model_dir):
-        """This config with the resolved (absolute) patterns filled in, for saving."""
+        """This config as a run's ``config.gin`` saves it: the resolved patterns filled
+        in, paths inside ``model_dir`` relative to it and all others absolute
+        (:func:`nasseg_tf.runfiles.run_relative`); :meth:`in_run` reads them back."""
         _, train, evaluation = self.resolve(model_dir)
-        return dataclasses.replace(self, train_pattern=train, eval_pattern=evaluation,
-                                   data_dir=_absolute(self.data_dir))
+
+        def saved(path):
+            return _map_paths(path, lambda p: runfiles.run_relative(model_dir, p))
+        dataset = self.dataset
+        if dataset not in list_datasets():
+            dataset = runfiles.run_relative(model_dir, _absolute_dataset(dataset))
+        return dataclasses.replace(self, dataset=dataset, train_pattern=saved(train),
+                                   eval_pattern=saved(evaluation),
+                                   data_dir=saved(_absolute(self.data_dir)))
+
+    def in_run(self, model_dir):
+        """This config, read from run folder ``model_dir``, with absolute paths.
+
+        A relative path is looked up in the run folder first (:meth:`resolved` writes
+        paths inside the run relative to it), then in the working directory (a path
+        given on the command line); see :func:`nasseg_tf.runfiles.locate`.
+        """
+        def located(path, exists=_matches):
+            return _map_paths(path, lambda p: runfiles.locate(model_dir, p, exists))
+        dataset = self.dataset
+        if dataset not in list_datasets():
+            dataset = located(dataset, fileio.exists)
+        return dataclasses.replace(self, dataset=dataset,
+                                   train_pattern=located(self.train_pattern),
+                                   eval_pattern=located(self.eval_pattern),
+                                   data_dir=located(self.data_dir, fileio.exists))
 
 
 def train_input_fn(info, pattern, cfg, subset=None, seed_offset=0):

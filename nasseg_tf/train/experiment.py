@@ -249,8 +249,8 @@ def restore_model(model_dir, model, data, checkpoint=None):
     """Rebuilds a run's model from its configuration and restores its weights.
 
     Args:
-      model_dir: a training run's folder (relative architecture files in its config,
-        e.g. ``genotype.json``, are looked up here).
+      model_dir: a training run's folder (relative paths in its config, e.g.
+        ``genotype.json``, are looked up here: the folder may have been moved).
       model, data: the run's :class:`ModelConfig` and :class:`DataConfig` (read from
         its ``config.gin`` by the command line).
       checkpoint: a checkpoint path; default the latest in ``model_dir/checkpoints``.
@@ -274,7 +274,7 @@ def restore_model(model_dir, model, data, checkpoint=None):
     if not has_architecture(checkpoint):  # written before numerics were an option
         model = model.with_legacy_numerics()
     check_architecture(checkpoint, model.architecture(base_dir=model_dir))
-    info = get_dataset_info(data.dataset)
+    info = get_dataset_info(data.in_run(model_dir).dataset)
     keras_model = model.build(info.num_classes, base_dir=model_dir)
     step = tf.Variable(0, dtype=tf.int64)
     ckpt = tf.train.Checkpoint(model=variables_by_path(keras_model.variables), step=step)
@@ -323,6 +323,6 @@ def evaluate_model_dir(model_dir, model, data, evaluation=None, checkpoint=None,
                        progress=True):
     """Evaluates a run's checkpoint (:func:`restore_model`) with ``evaluation``."""
     keras_model, info, step = restore_model(model_dir, model, data, checkpoint)
-    _, _, eval_pattern = data.resolve(model_dir)
+    _, _, eval_pattern = data.in_run(model_dir).resolve(model_dir)
     return run_evaluation(keras_model, info, eval_pattern, evaluation or EvalConfig(),
                           model_dir, step=step, progress=progress)

@@ -1,5 +1,6 @@
 """Tests for nasseg_tf.data.build_data and its CLI, on tiny files in the real layouts."""
 
+import json
 import os
 import re
 import subprocess
@@ -11,8 +12,10 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
+from nasseg_tf import fileio
 from nasseg_tf.cli import build_data as build_data_cli
 from nasseg_tf.data import build_data
+from nasseg_tf.data import datasets
 from nasseg_tf.data import tfrecord
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,7 +52,7 @@ def test_generic_layout_roundtrips_images_and_labels(generic_root, tmp_path):
     out = str(tmp_path / "out")
     shards = build_data.build_tfrecords("generic", root, out, num_classes=4, num_shards=2)
     assert sorted(os.listdir(out)) == [
-        "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord",
+        "dataset.json", "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord",
         "val-00000-of-00002.tfrecord", "val-00001-of-00002.tfrecord"]
     records = _records(shards["train"] + shards["val"])
     assert sorted(records) == ["a", "b", "c", "v"]
@@ -186,7 +189,7 @@ def test_rebuild_with_other_shard_count_replaces_old_shards(generic_root, tmp_pa
     build_data.build_tfrecords("generic", root, out, num_classes=4, num_shards=1,
                                splits=["train"])
     assert sorted(os.listdir(out)) == [
-        "train-00000-of-00001.tfrecord", "val-00000-of-00003.tfrecord",
+        "dataset.json", "train-00000-of-00001.tfrecord", "val-00000-of-00003.tfrecord",
         "val-00001-of-00003.tfrecord", "val-00002-of-00003.tfrecord"]
 
 
@@ -198,7 +201,7 @@ def test_cli_flags_convert_the_generic_layout(generic_root, tmp_path):
                  f"--output_dir={out}", "--num_classes=4", "--num_shards=1", "--splits=val"])
     build_data_cli.convert(**{name: flag_values[name].value for name in (
         "dataset", "root", "output_dir", "splits", "num_shards", "num_classes")})
-    assert os.listdir(out) == ["val-00000-of-00001.tfrecord"]
+    assert sorted(os.listdir(out)) == ["dataset.json", "val-00000-of-00001.tfrecord"]
 
 
 def test_cli_requires_dataset_root_and_output_dir():
@@ -217,7 +220,7 @@ def test_tools_script_runs_as_a_program(generic_root, tmp_path):
          "--num_classes=4", "--num_shards=1"],
         env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(os.listdir(out)) == ["train-00000-of-00001.tfrecord",
+    assert sorted(os.listdir(out)) == ["dataset.json", "train-00000-of-00001.tfrecord",
                                        "val-00000-of-00001.tfrecord"]
 
 
@@ -324,32 +327,151 @@ def _console_script(name):
     return path
 
 
+def _build_data_tool(cwd, *args):
+    """Runs the installed ``nasseg-build-data`` with ``args`` in a fresh process."""
+    return subprocess.run(
+        [_console_script("nasseg-build-data"), "--dataset=generic", *args],
+        cwd=str(cwd), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True, text=True, timeout=120)
+
+
 def test_console_script_prints_the_high_bit_depth_summary_once(deep_root, tmp_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    result = subprocess.run(
-        [_console_script("nasseg-build-data"), "--dataset=generic", f"--root={deep_root}",
-         "--output_dir=out", "--num_classes=2", "--num_shards=1", "--splits=train",
-         "--high_bit_depth=stretch"],
-        cwd=str(cwd), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        capture_output=True, text=True, timeout=120)
+    result = _build_data_tool(cwd, f"--root={deep_root}", "--output_dir=out",
+                              "--num_classes=2", "--num_shards=1", "--splits=train",
+                              "--high_bit_depth=stretch")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("high-bit-depth") == 1
     assert ("1 of 2 images were high-bit-depth greyscale (I;16: 1) and were converted "
             "to 8-bit RGB by stretching each image's min..max to 0..255") in result.stdout
-    assert "train: 1 shards in out" in result.stdout
-    assert os.listdir(cwd / "out") == ["train-00000-of-00001.tfrecord"]
+    assert "train: 1 shards, 2 records in out" in result.stdout
+    assert sorted(os.listdir(cwd / "out")) == ["dataset.json",
+                                               "train-00000-of-00001.tfrecord"]
 
 
 def test_console_script_reports_a_refused_image_in_one_line_with_status_2(deep_root,
                                                                           tmp_path):
-    result = subprocess.run(
-        [_console_script("nasseg-build-data"), "--dataset=generic", f"--root={deep_root}",
-         f"--output_dir={tmp_path / 'out'}", "--num_classes=2", "--splits=train",
-         "--high_bit_depth=refuse"],
-        cwd=str(tmp_path), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        capture_output=True, text=True, timeout=120)
+    result = _build_data_tool(tmp_path, f"--root={deep_root}",
+                              f"--output_dir={tmp_path / 'out'}", "--num_classes=2",
+                              "--splits=train", "--high_bit_depth=refuse")
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert re.search(r"^nasseg-build-data: error: Image .*deep\.png is high-bit-depth "
                      r"greyscale \(mode 'I;16'\)", result.stderr, re.M)
+
+
+# ---------------------------------------------------------------------------------------
+# The dataset description written beside the shards
+# ---------------------------------------------------------------------------------------
+def _expected_counts(labels, num_classes):
+    counts = np.bincount(np.concatenate([label.ravel() for label in labels]), minlength=256)
+    return [int(c) for c in counts[:num_classes]], int(counts[255])
+
+
+def test_description_counts_records_and_pixels_per_class_of_each_split(generic_root,
+                                                                      tmp_path):
+    root, arrays = generic_root
+    out = str(tmp_path / "out")
+    build_data.build_tfrecords("generic", root, out, num_classes=4, num_shards=2)
+    info = datasets.get_dataset_info(out)
+    assert info.path == os.path.join(out, "dataset.json")
+    assert info.name == "generic"  # the root folder's name
+    assert info.class_names == ("class_0", "class_1", "class_2", "class_3")
+    assert info.palette == datasets.generated_palette(4)
+    assert info.split_sizes == {"train": 3, "val": 1}
+    train_counts, train_ignored = _expected_counts([arrays[n][1] for n in "abc"], 4)
+    val_counts, _ = _expected_counts([arrays["v"][1]], 4)
+    assert dict(info.pixel_counts) == {"train": tuple(train_counts),
+                                       "val": tuple(val_counts)}
+    assert train_ignored > 0  # the fixture's labels hold ignore pixels, not counted
+    raw = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert raw["splits"]["train"]["ignored_pixels"] == train_ignored
+    assert sorted(fileio.glob(info.split_pattern("train"))) == sorted(
+        os.path.join(out, f"train-0000{i}-of-00002.tfrecord") for i in range(2))
+
+
+def test_class_names_and_palette_files_name_and_colour_the_classes(generic_root, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("sky\nroad \n\ncar\nperson\n\n")  # an empty line inside: refused
+    with pytest.raises(ValueError, match=r"names\.txt: line 3 is empty"):
+        build_data.read_class_names(str(names))
+    names.write_text("sky\n road\ncar\nperson\n\n")
+    palette = tmp_path / "palette.txt"
+    palette.write_text("0 0 0\n255,0,0\n#00ff80\n1 2 3\n")
+    out = str(tmp_path / "out")
+    build_data.build_tfrecords(
+        "generic", generic_root[0], out, num_shards=1, name="streets",
+        class_names=build_data.read_class_names(str(names)),
+        palette=build_data.read_palette(str(palette)))
+    info = datasets.get_dataset_info(os.path.join(out, "dataset.json"))
+    assert (info.name, info.num_classes) == ("streets", 4)  # num_classes from the names
+    assert info.class_names == ("sky", "road", "car", "person")
+    assert info.palette == ((0, 0, 0), (255, 0, 0), (0, 255, 128), (1, 2, 3))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a\nb\n", "2 class names for 4 classes"),
+    ("a\nb\nc\na\n", "class name 'a' is given twice"),
+])
+def test_bad_class_names_are_refused_before_anything_is_written(generic_root, tmp_path,
+                                                                text, message):
+    names = tmp_path / "names.txt"
+    names.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        build_data.build_tfrecords("generic", generic_root[0], str(tmp_path / "out"),
+                                   num_classes=4,
+                                   class_names=build_data.read_class_names(str(names)))
+    assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("line", ["1 2", "1 2 300", "#12345", "red"])
+def test_bad_palette_line_is_named(tmp_path, line):
+    palette = tmp_path / "palette.txt"
+    palette.write_text(f"1 2 3\n{line}\n")
+    with pytest.raises(ValueError, match=r"palette\.txt: line 2 .* is not a colour"):
+        build_data.read_palette(str(palette))
+
+
+def test_registry_layout_describes_itself_with_the_registry_names(tmp_path, write_rgb,
+                                                                 write_label):
+    root = tmp_path / "cityscapes"
+    write_rgb(root / "leftImg8bit/val/ulm/ulm_000000_000019_leftImg8bit.png",
+              np.zeros((2, 3, 3)))
+    write_label(root / "gtFine/val/ulm/ulm_000000_000019_gtFine_labelIds.png",
+                np.array([[7, 7, 26], [0, 33, 7]]))
+    out = str(tmp_path / "out")
+    build_data.build_tfrecords("cityscapes", str(root), out, splits=["val"], num_shards=1)
+    info = datasets.get_dataset_info(out)
+    registry = datasets.get_dataset_info("cityscapes")
+    assert (info.name, info.class_names, info.palette) == (
+        "cityscapes", registry.class_names, registry.palette)
+    counts = dict(info.pixel_counts)["val"]
+    assert (counts[0], counts[13], counts[18], sum(counts)) == (3, 1, 1, 5)
+    with pytest.raises(ValueError, match="class_names / palette are for the generic"):
+        build_data.build_tfrecords("cityscapes", str(root), out, splits=["val"],
+                                   class_names=registry.class_names)
+
+
+def test_converting_one_split_keeps_the_others_when_the_classes_agree(generic_root,
+                                                                     tmp_path):
+    root, _ = generic_root
+    out = str(tmp_path / "out")
+    build_data.build_tfrecords("generic", root, out, num_classes=4, splits=["val"])
+    build_data.build_tfrecords("generic", root, out, num_classes=4, splits=["train"])
+    assert datasets.get_dataset_info(out).split_sizes == {"val": 1, "train": 3}
+    names = [f"c{i}" for i in range(4)]
+    build_data.build_tfrecords("generic", root, out, splits=["train"], class_names=names)
+    assert datasets.get_dataset_info(out).split_sizes == {"train": 3}  # other classes
+
+
+def test_console_script_refuses_a_bad_class_names_file_in_one_line(generic_root,
+                                                                   tmp_path):
+    (tmp_path / "names.txt").write_text("sky\nroad\n")
+    result = _build_data_tool(tmp_path, f"--root={generic_root[0]}", "--output_dir=out",
+                              "--num_classes=4", "--class_names=names.txt")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert re.search(r"^nasseg-build-data: error: Class names file names\.txt: 2 class "
+                     r"names for 4 classes\.$", result.stderr, re.M)
+    assert not os.path.exists(tmp_path / "out")

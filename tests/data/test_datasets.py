@@ -1,6 +1,7 @@
 """Tests for nasseg_tf.data.datasets."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -98,3 +99,128 @@ def test_colorize_paints_classes_and_ignore():
     np.testing.assert_array_equal(picture[0, 0], (128, 64, 128))
     np.testing.assert_array_equal(picture[0, 1], (0, 0, 142))
     np.testing.assert_array_equal(picture[1], [(9, 9, 9), (9, 9, 9)])
+
+
+# --------------------------------------------------------------------------------------
+# Description files
+# --------------------------------------------------------------------------------------
+def _info(**changes):
+    fields = dict(name="flowers", num_classes=3, class_names=("bg", "petal", "stem"),
+                  palette=((0, 0, 0), (220, 20, 60), (107, 142, 35)))
+    fields.update(changes)
+    return datasets.DatasetInfo(**fields)
+
+
+SPLITS = {"train": {"shards": "train-*-of-*.tfrecord", "num_records": 5,
+                    "pixel_counts": [10, 20, 30], "ignored_pixels": 4},
+          "val": {"shards": "val-*-of-*.tfrecord", "num_records": 2,
+                  "pixel_counts": [1, 2, 3]}}
+
+
+def test_description_file_round_trips_through_its_folder_and_its_path(tmp_path):
+    path = datasets.write_description(str(tmp_path), datasets.make_description(
+        _info(), SPLITS))
+    assert path == str(tmp_path / "dataset.json")
+    by_folder = datasets.get_dataset_info(str(tmp_path))
+    assert by_folder == datasets.get_dataset_info(path)
+    assert by_folder.path == path
+    assert (by_folder.name, by_folder.class_names, by_folder.palette) == (
+        "flowers", ("bg", "petal", "stem"), ((0, 0, 0), (220, 20, 60), (107, 142, 35)))
+    assert by_folder.split_sizes == {"train": 5, "val": 2}
+    assert by_folder.split_pattern("val") == str(tmp_path / "val-*-of-*.tfrecord")
+    assert by_folder.split_pattern("test") is None
+    assert dict(by_folder.pixel_counts)["train"] == (10, 20, 30)
+    text = (tmp_path / "dataset.json").read_text()
+    assert '"class_names": ["bg", "petal", "stem"]' in text  # readable, editable
+    assert json.loads(text)["version"] == datasets.DESCRIPTION_VERSION
+
+
+def test_a_relative_folder_is_found_from_the_working_directory(tmp_path, monkeypatch):
+    datasets.write_description(str(tmp_path / "mine"), datasets.make_description(
+        _info(), SPLITS))
+    monkeypatch.chdir(tmp_path)
+    info = datasets.get_dataset_info("mine")
+    assert info.path == str(tmp_path / "mine" / "dataset.json")  # made absolute
+
+
+def test_registry_names_win_over_folders_of_the_same_name(tmp_path, monkeypatch):
+    datasets.write_description(str(tmp_path / "demo"), datasets.make_description(
+        _info(), SPLITS))
+    monkeypatch.chdir(tmp_path)
+    assert datasets.get_dataset_info("demo") is datasets.DEMO
+    assert datasets.get_dataset_info("./demo").name == "flowers"
+
+
+def test_missing_description_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"No dataset description at {tmp_path}"):
+        datasets.get_dataset_info(str(tmp_path))
+    with pytest.raises(ValueError, match="known datasets: .*cityscapes.*dataset.json"):
+        datasets.get_dataset_info("flowerz")
+
+
+def _broken(obj, key_path, value):
+    *parents, last = key_path
+    for key in parents:
+        obj = obj[key]
+    if value is KeyError:
+        del obj[last]
+    else:
+        obj[last] = value
+
+
+@pytest.mark.parametrize("key_path, value, message", [
+    (("num_classes",), KeyError, "missing field 'num_classes'"),
+    (("num_classes",), "3", "field 'num_classes' must be an integer"),
+    (("class_names",), ["bg", "petal"], "field 'class_names': 2 class names for 3"),
+    (("class_names",), ["bg", "", "stem"], "the name of class 1 is empty"),
+    (("class_names",), ["bg", "bg", "stem"], "class name 'bg' is given twice"),
+    (("palette",), [[0, 0, 0], [1, 2, 3]], "field 'palette': 2 colours for 3 classes"),
+    (("palette",), [[0, 0, 0], [1, 2, 300], [0, 0, 1]], "colour of class 1"),
+    (("ignore_label",), 2, "'ignore_label' \\(2\\) collides"),
+    (("version",), 2, "format version 2 is not readable"),
+    (("format",), "other", "field 'format' must be 'nasseg_tf.dataset'"),
+    (("splits", "val", "pixel_counts"), [1, 2], "splits.val: field 'pixel_counts' must "
+                                                "hold 3"),
+    (("splits", "train", "shards"), KeyError, "splits.train: missing field 'shards'"),
+    (("splits", "train", "num_records"), -1, "'num_records' is negative"),
+])
+def test_bad_description_names_its_file_and_field(tmp_path, key_path, value, message):
+    obj = datasets.make_description(_info(), SPLITS)
+    _broken(obj, key_path, value)
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(datasets.DescriptionError,
+                       match=f"^Dataset description {path}: .*{message}"):
+        datasets.get_dataset_info(str(tmp_path))
+
+
+def test_bad_json_is_named(tmp_path):
+    (tmp_path / "dataset.json").write_text('{"format": "nasseg_tf.dataset", ')
+    with pytest.raises(datasets.DescriptionError, match=f"{tmp_path}/dataset.json: not "
+                                                        "valid JSON"):
+        datasets.get_dataset_info(str(tmp_path / "dataset.json"))
+
+
+def test_write_description_refuses_what_it_could_not_read_back(tmp_path):
+    obj = datasets.make_description(_info(), SPLITS)
+    obj["splits"]["val"]["pixel_counts"] = [1]
+    with pytest.raises(datasets.DescriptionError, match="pixel_counts"):
+        datasets.write_description(str(tmp_path), obj)
+    assert not (tmp_path / "dataset.json").exists()
+
+
+def test_description_on_a_remote_file_system_keeps_remote_shard_patterns():
+    folder = "ram://nasseg_test_datasets/flowers"
+    datasets.write_description(folder, datasets.make_description(_info(), SPLITS))
+    info = datasets.get_dataset_info(folder)
+    assert info.path == folder + "/dataset.json"
+    assert info.split_pattern("train") == folder + "/train-*-of-*.tfrecord"
+
+
+@pytest.mark.parametrize("num_classes", [1, 3, 19, 150, 255])
+def test_generated_palette_is_deterministic_distinct_and_never_black(num_classes):
+    palette = datasets.generated_palette(num_classes)
+    assert palette == datasets.generated_palette(num_classes)
+    assert len(set(palette)) == num_classes
+    assert (0, 0, 0) not in palette
+    assert datasets.generated_palette(num_classes + 5)[:num_classes] == palette
