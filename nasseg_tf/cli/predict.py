@@ -13,8 +13,9 @@ when they also share their folder (img0.png, img0.jpg), the extension too
 and opened before anything is written.
 
 With --model_dir the latest checkpoint of that run is used (rebuilt from its
-config.gin); with --saved_model the export's metadata names the classes (or
---dataset does), and an image the export refuses (larger than its max_pixels) stops
+config.gin); with --saved_model (an export folder, or a TF Serving base folder: its
+newest version) the export's metadata names and colours the classes (--dataset
+overrides them), and an image the export refuses (larger than its max_pixels) stops
 the run with an error naming the file.
 """
 
@@ -125,16 +126,12 @@ def _predictor(saved_model=None, model_dir=None, dataset=None):
     if bool(saved_model) == bool(model_dir):
         raise ValueError("give exactly one of --saved_model or --model_dir")
     if saved_model:
-        from nasseg_tf.export import (load_metadata, load_serving,  # pylint: disable=import-outside-toplevel
-                                      serving_input_error)
+        from nasseg_tf.export import (info_from_metadata, load_metadata,  # pylint: disable=import-outside-toplevel
+                                      load_serving, serving_input_error)
 
         serving = load_serving(saved_model).signatures["serving_default"]
-        meta = load_metadata(saved_model) or {}
-        name = dataset or meta.get("dataset")
-        if not name:
-            raise ValueError(f"the SavedModel {saved_model} names no dataset in its "
-                             "metadata: pass --dataset")
-        info = get_dataset_info(name)
+        info = get_dataset_info(dataset) if dataset else info_from_metadata(
+            load_metadata(saved_model), f"the SavedModel {saved_model}")
 
         def predict(image):
             try:

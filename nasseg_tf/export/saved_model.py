@@ -7,8 +7,25 @@ Signatures of the exported model:
 * ``serve_encoded(encoded: string [N])`` — PNG or JPEG bytes; the N ≥ 1 images must
   share one size (they are decoded and stacked into one batch), within the same limit.
 
-Both return ``semantic`` (int32 ``[N, H, W]``, the arg-max label at input size) and
-``probabilities`` (float32 ``[N, H, W, C]``, softmax of the logits).
+Both return ``semantic`` (int32 ``[N, H, W]``, the arg-max label at input size) and,
+unless exported with ``probabilities=False``, ``probabilities`` (float32 ``[N, H, W, C]``,
+softmax of the logits). Leaving the probabilities out makes a REST answer C+1 times
+smaller (JSON numbers for every class of every pixel).
+
+Versions for TF Serving: :func:`export_version` writes ``BASE/<N>/`` (N the next
+integer after the largest numbered folder in ``BASE``), the layout TensorFlow Serving
+watches (``--model_base_path=BASE``); :func:`resolve_export` turns ``BASE`` into its
+newest version for readers. Every export holds ``nasseg_metadata.json``
+(:mod:`nasseg_tf.export.metadata`: class names, palette, input, source).
+
+Variables: the model's Keras variables are tracked through the ``tf.Variable`` each
+wraps (:func:`backend_variables`). Tracking the Keras variables themselves saves a
+*copy* of each variable in the object graph while the functions capture the
+original: ``tf.saved_model.load`` still works, but the TFLite converter cannot tie
+the captured handles to saved values, keeps 300-odd ``VAR_HANDLE``/``READ_VARIABLE``
+ops with nothing to initialise them, and the converted model reads uninitialised
+memory (NaN outputs). With the underlying variables the converter freezes them into
+constants.
 
 Input limits: memory and time grow with the pixels of an image (a 4000×4000 image
 through a small model takes gigabytes), so an export refuses images larger than its
@@ -27,7 +44,6 @@ first removes the temporaries that killed exports left in that folder.
 """
 
 import contextlib
-import json
 import operator
 import os
 import re
@@ -36,6 +52,7 @@ import tensorflow as tf
 from absl import logging as absl_logging
 
 from nasseg_tf import fileio
+from nasseg_tf.export.metadata import complete_metadata, read_metadata, write_metadata
 
 DEFAULT_MAX_PIXELS = 2048 * 2048
 """Default limit on H·W of one served image (4_194_304)."""
@@ -56,13 +73,29 @@ def _quiet_absl():
         absl_logging.set_verbosity(level)
 
 
-def _predictions(model, images):
+def backend_variables(model):
+    """The ``tf.Variable`` under each of ``model``'s Keras variables (see the module
+    docstring: what an export must track for the TFLite converter to freeze them)."""
+    out = []
+    for variable in model.variables:
+        value = getattr(variable, "value", variable)
+        if not isinstance(value, tf.Variable):
+            raise TypeError(f"variable {variable.path} is not a TensorFlow variable "
+                            f"({type(value).__name__}): export needs the TensorFlow "
+                            "backend")
+        out.append(value)
+    return out
+
+
+def predictions(model, images, probabilities=True):
+    """The serving outputs of ``model`` for uint8 ``images``: ``semantic`` (int32
+    arg-max label) and, with ``probabilities``, the softmax."""
     logits = model(tf.cast(images, tf.float32), training=False)
     logits = tf.cast(logits, tf.float32)
-    return {
-        "semantic": tf.argmax(logits, axis=-1, output_type=tf.int32),
-        "probabilities": tf.nn.softmax(logits, axis=-1),
-    }
+    out = {"semantic": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+    if probabilities:
+        out["probabilities"] = tf.nn.softmax(logits, axis=-1)
+    return out
 
 
 def _decode_batch(encoded):
@@ -115,16 +148,17 @@ def serving_input_error(error):
     return match[1] if match else None
 
 
-def _serving_module(model, max_pixels):
+def _serving_module(model, max_pixels, probabilities=True):
     """A tf.Module holding the model's variables and the two serving functions.
 
     Only variables are tracked (not the Keras model object): saving then does not
     serialise every Keras layer, which keeps export fast.
     """
     module = tf.Module()
-    module.model_variables = list(model.variables)
+    module.model_variables = backend_variables(model)
     module.serve = tf.function(
-        lambda images: _predictions(model, _check_images(images, max_pixels)),
+        lambda images: predictions(model, _check_images(images, max_pixels),
+                                   probabilities),
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
 
     def serve_encoded(encoded):
@@ -138,9 +172,6 @@ def _serving_module(model, max_pixels):
     module.serve_encoded = tf.function(
         serve_encoded, input_signature=[tf.TensorSpec([None], tf.string, name="encoded")])
     return module
-
-
-METADATA_FILE = "nasseg_metadata.json"
 
 
 def _max_pixels(value):
@@ -157,20 +188,33 @@ def _max_pixels(value):
     return limit or None
 
 
+def num_classes_of(model):
+    """The number of classes ``model`` outputs (its last output dimension)."""
+    classes = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
+    if classes is None:
+        raise ValueError(f"cannot tell the classes of model {model.name!r}: its output "
+                         "has no static channel count")
+    return int(classes)
+
+
 def export_saved_model(model, export_dir, overwrite=True, metadata=None,
-                       max_pixels=DEFAULT_MAX_PIXELS):
+                       max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):
     """Exports ``model`` (raw pixels → logits) as a serving SavedModel.
 
     Args:
       model: a zoo ``keras.Model`` taking float pixels in [0, 255].
       export_dir: destination folder (created; replaced when ``overwrite``).
       overwrite: replace an existing export; otherwise raise ``FileExistsError``.
-      metadata: optional JSON-able dict (dataset name, class names, palette) for
-        ``export_dir/nasseg_metadata.json`` so serving and ``nasseg-predict`` can
-        draw the classes.
+      metadata: JSON-able dict for ``export_dir/nasseg_metadata.json``
+        (:mod:`~nasseg_tf.export.metadata`): class fields from
+        :func:`~nasseg_tf.export.metadata.class_metadata`, ``source`` ...; without
+        class names the classes get generic names. The format header, ``model``,
+        ``input``, ``outputs``, ``max_pixels`` (null: no limit) and
+        ``export_format`` are filled in here.
       max_pixels: the largest H·W of one image the signatures accept (default
-        2048×2048); 0 or None for no limit. Recorded as ``max_pixels`` in the
-        metadata file (null: no limit), which is written even without ``metadata``.
+        2048×2048); 0 or None for no limit.
+      probabilities: also return the softmax (``probabilities``); ``semantic`` is
+        always returned.
 
     Returns:
       ``export_dir``.
@@ -184,6 +228,12 @@ def export_saved_model(model, export_dir, overwrite=True, metadata=None,
     ``tf.saved_model.load``. To fine-tune, use the ``.keras`` file or a checkpoint.
     """
     max_pixels = _max_pixels(max_pixels)
+    metadata = complete_metadata(
+        dict({"model": model.name}, **(metadata or {})), num_classes_of(model),
+        input={"name": "images", "dtype": "uint8", "shape": [None, None, None, 3],
+               "encoded_name": "encoded"},
+        outputs=["semantic", "probabilities"] if probabilities else ["semantic"],
+        max_pixels=max_pixels, export_format="saved_model")
     export_dir = fileio.abspath(export_dir)
     if fileio.exists(export_dir) and not overwrite:
         raise FileExistsError(f"{export_dir} exists; pass overwrite=True to replace it")
@@ -194,7 +244,7 @@ def export_saved_model(model, export_dir, overwrite=True, metadata=None,
     # after a day.
     fileio.clean_stale_temps(parent, fileio.legacy_mkdtemp_glob(".export-"))
 
-    module = _serving_module(model, max_pixels)
+    module = _serving_module(model, max_pixels, probabilities)
     signatures = {
         "serving_default": module.serve.get_concrete_function(),
         "serve_encoded": module.serve_encoded.get_concrete_function(),
@@ -204,29 +254,86 @@ def export_saved_model(model, export_dir, overwrite=True, metadata=None,
     with fileio.staging_dir(export_dir) as staging:
         with _quiet_absl():
             tf.saved_model.save(module, staging, signatures=signatures, options=options)
-        fileio.atomic_write_json(os.path.join(staging, METADATA_FILE),
-                                 dict(metadata or {}, max_pixels=max_pixels), indent=2)
+        write_metadata(staging, metadata)
     return export_dir
 
 
+# --------------------------------------------------------------------------------------
+# Version folders (TF Serving's layout).
+
+
+def versions(base_dir):
+    """The version numbers of the numbered sub-folders of ``base_dir``, sorted (none
+    when it is missing)."""
+    if not fileio.isdir(base_dir):
+        return []
+    return sorted(int(name) for name in fileio.listdir(base_dir)
+                  if name.isdigit() and fileio.isdir(os.path.join(base_dir, name)))
+
+
+def next_version(base_dir):
+    """One more than the largest version in ``base_dir`` (1 for none)."""
+    found = versions(base_dir)
+    return found[-1] + 1 if found else 1
+
+
+def export_version(model, base_dir, version=None, overwrite=False, **kwargs):
+    """Exports ``model`` as version ``version`` (default :func:`next_version`) of
+    ``base_dir``: ``base_dir/<version>/``, the layout TF Serving reads.
+
+    Args:
+      model, kwargs: as :func:`export_saved_model`.
+      base_dir: the model's base folder (local or remote, e.g. ``gs://``).
+      version: a positive int; default the next free number.
+      overwrite: replace an existing ``version`` (an automatic version never exists).
+
+    Returns:
+      The version folder written.
+
+    Two exports started at once into the same ``base_dir`` can pick the same number;
+    the second then fails (``FileExistsError``) unless ``overwrite``.
+    """
+    if version is None:
+        version = next_version(base_dir)
+    elif isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive integer, not {version!r}")
+    return export_saved_model(model, os.path.join(fileio.abspath(base_dir), str(version)),
+                              overwrite=overwrite, **kwargs)
+
+
+def _is_saved_model(path):
+    return fileio.exists(os.path.join(path, "saved_model.pb"))
+
+
+def resolve_export(path):
+    """The SavedModel folder ``path`` designates: ``path`` itself, or the newest
+    version folder of a TF Serving base folder.
+
+    Raises:
+      FileNotFoundError: neither.
+    """
+    path = fileio.abspath(path)
+    if _is_saved_model(path):
+        return path
+    for version in reversed(versions(path)):
+        inside = os.path.join(path, str(version))
+        if _is_saved_model(inside):
+            return inside
+    raise FileNotFoundError(f"no SavedModel at {path} (neither saved_model.pb nor a "
+                            "numbered version folder holding one)")
+
+
 def load_serving(export_dir):
-    """Loads an exported model; returns the loaded object (call its signatures)."""
-    if not os.path.isdir(export_dir):
-        raise FileNotFoundError(f"no SavedModel at {export_dir}")
-    return tf.saved_model.load(export_dir)
+    """Loads an exported model (a SavedModel folder or a version base folder, see
+    :func:`resolve_export`); returns the loaded object (call its signatures)."""
+    return tf.saved_model.load(resolve_export(export_dir))
 
 
 def load_metadata(export_dir):
-    """The export's metadata dict, or None when it has none."""
-    path = os.path.join(export_dir, METADATA_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def dataset_metadata(info, model_name=""):
-    """Metadata for :func:`export_saved_model` from a ``DatasetInfo``."""
-    return {"model": model_name, "dataset": info.name, "num_classes": info.num_classes,
-            "ignore_label": info.ignore_label, "class_names": list(info.class_names),
-            "palette": [list(c) for c in info.palette]}
+    """The export's metadata dict (of the newest version of a base folder), or None
+    when it has none."""
+    try:
+        export_dir = resolve_export(export_dir)
+    except FileNotFoundError:
+        pass
+    return read_metadata(export_dir)

@@ -12,8 +12,11 @@ import pytest
 import tensorflow as tf
 
 from nasseg_tf import zoo
-from nasseg_tf.export import (DEFAULT_MAX_PIXELS, export_saved_model, load_metadata,
-                              load_serving, serving_input_error)
+from nasseg_tf.data import get_dataset_info
+from nasseg_tf.export import (DEFAULT_MAX_PIXELS, dataset_metadata, export_saved_model,
+                              export_version, load_metadata, load_serving,
+                              next_version, resolve_export, serving_input_error,
+                              versions)
 from nasseg_tf.fileio import temp_path
 
 # End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
@@ -147,15 +150,40 @@ def test_other_errors_are_not_taken_for_input_checks(limited):
 
 def test_metadata_records_the_limit_beside_the_callers_fields(limited):
     _, path = limited
-    assert load_metadata(path) == {"dataset": "demo", "max_pixels": 32 * 48}
+    meta = load_metadata(path)
+    assert meta["dataset"] == "demo" and meta["max_pixels"] == 32 * 48
+    assert meta["input"] == {"name": "images", "dtype": "uint8",
+                             "shape": [None, None, None, 3], "encoded_name": "encoded"}
+    assert meta["outputs"] == ["semantic", "probabilities"]
+    assert meta["export_format"] == "saved_model"
+    assert (meta["format"], meta["version"]) == ("nasseg_tf.export", 1)
+
+
+def test_classes_are_always_written_generic_without_a_dataset(tmp_path):
+    export_saved_model(_tiny_model(), str(tmp_path / "m"))
+    meta = load_metadata(str(tmp_path / "m"))
+    assert meta["class_names"] == ["class_0", "class_1"] and meta["num_classes"] == 2
+    assert meta["generic_classes"] is True and len(meta["palette"]) == 2
+    info = get_dataset_info("demo")
+    path = str(tmp_path / "demo")
+    export_saved_model(keras.Sequential([keras.Input((None, None, 3)),
+                                         keras.layers.Conv2D(info.num_classes, 1)]),
+                       path, metadata=dataset_metadata(info, "tiny"))
+    meta = load_metadata(path)
+    assert meta["class_names"] == list(info.class_names)
+    assert meta["palette"] == [list(c) for c in info.palette]
+    assert meta["generic_classes"] is False and meta["model"] == "tiny"
+    with pytest.raises(ValueError, match="8 classes but the model outputs 2"):
+        export_saved_model(_tiny_model(), str(tmp_path / "x"),
+                           metadata=dataset_metadata(info))
 
 
 def test_default_limit_is_recorded_and_zero_means_no_limit(tmp_path):
     export_saved_model(_tiny_model(), str(tmp_path / "default"))
-    assert load_metadata(str(tmp_path / "default")) == {"max_pixels": DEFAULT_MAX_PIXELS}
+    assert load_metadata(str(tmp_path / "default"))["max_pixels"] == DEFAULT_MAX_PIXELS
     path = str(tmp_path / "unlimited")
     export_saved_model(_tiny_model(), path, max_pixels=0)
-    assert load_metadata(path) == {"max_pixels": None}
+    assert load_metadata(path)["max_pixels"] is None
     big = load_serving(path).signatures["serving_default"](images=_images(1, 8, 600))
     assert tuple(big["semantic"].shape) == (1, 8, 600)
 
@@ -179,3 +207,71 @@ def test_export_removes_staging_folders_of_killed_exports(tmp_path):
     os.utime(legacy, (time.time() - 2 * 86400,) * 2)
     export_saved_model(_tiny_model(), str(tmp_path / "model"))
     assert sorted(os.listdir(tmp_path)) == sorted(["model", os.path.basename(live)])
+
+
+def test_probabilities_can_be_left_out(tmp_path):
+    path = str(tmp_path / "labels_only")
+    export_saved_model(_tiny_model(), path, probabilities=False)
+    out = load_serving(path).signatures["serving_default"](images=_images(1, 4, 5))
+    assert set(out) == {"semantic"} and tuple(out["semantic"].shape) == (1, 4, 5)
+    assert load_metadata(path)["outputs"] == ["semantic"]
+
+
+# --------------------------------------------------------------------------------------
+# TF Serving version folders, local and on a remote file system (ram:// for gs://).
+
+
+@pytest.mark.parametrize("root", ["local", "ram"])
+def test_versions_count_up_and_readers_take_the_newest(tmp_path, root):
+    base = (str(tmp_path / "serving") if root == "local"
+            else f"ram://versions_{os.getpid()}/serving")
+    assert next_version(base) == 1 and versions(base) == []
+    first = export_version(_tiny_model(), base, metadata={"note": "first"})
+    second = export_version(_tiny_model(), base, metadata={"note": "second"})
+    assert (first, second) == (os.path.join(base, "1"), os.path.join(base, "2"))
+    tf.io.gfile.makedirs(os.path.join(base, "notes"))  # not a version: ignored
+    seventh = export_version(_tiny_model(), base, version=7, metadata={"note": "7"})
+    assert versions(base) == [1, 2, 7] and next_version(base) == 8
+    assert resolve_export(base) == seventh == os.path.join(base, "7")
+    assert load_metadata(base)["note"] == "7"
+    assert load_metadata(first)["note"] == "first"
+    out = load_serving(base).signatures["serving_default"](images=_images(1, 3, 3))
+    assert tuple(out["semantic"].shape) == (1, 3, 3)
+    assert sorted(tf.io.gfile.listdir(base)) == ["1", "2", "7", "notes"]  # no staging
+    with pytest.raises(FileExistsError):
+        export_version(_tiny_model(), base, version=2)
+    with pytest.raises(ValueError, match="positive integer"):
+        export_version(_tiny_model(), base, version=0)
+    with pytest.raises(FileNotFoundError, match="no SavedModel"):
+        resolve_export(os.path.join(base, "notes"))
+
+
+# --------------------------------------------------------------------------------------
+# The REST request of the README, checked against the signatures (no server here):
+# TF Serving's JSON "instances" become the batch of the named signature input.
+
+REST_DEFAULT = """{"signature_name": "serving_default",
+ "instances": [[[[0, 0, 0], [255, 255, 255]], [[12, 34, 56], [200, 100, 50]]]]}"""
+
+
+def test_rest_request_bodies_of_the_readme_fit_the_signatures(exported, tmp_path):
+    import base64  # pylint: disable=import-outside-toplevel
+    import json  # pylint: disable=import-outside-toplevel
+
+    _, loaded, _ = exported
+    body = json.loads(REST_DEFAULT)
+    images = tf.constant(body["instances"], tf.uint8)  # [1, 2, 2, 3]
+    out = loaded.signatures[body["signature_name"]](images=images)
+    assert tuple(out["semantic"].shape) == (1, 2, 2)
+
+    png = tf.io.encode_png(np.full((5, 6, 3), 90, np.uint8)).numpy()
+    encoded_body = json.loads(json.dumps({
+        "signature_name": "serve_encoded",
+        "instances": [{"b64": base64.b64encode(png).decode("ascii")}]}))
+    # TF Serving decodes {"b64": ...} into the bytes of a string tensor element.
+    encoded = tf.constant([base64.b64decode(i["b64"]) for i in encoded_body["instances"]])
+    out = loaded.signatures[encoded_body["signature_name"]](encoded=encoded)
+    assert tuple(out["semantic"].shape) == (1, 5, 6)
+    assert tuple(out["probabilities"].shape) == (1, 5, 6, 4)
+    signature = loaded.signatures["serve_encoded"].structured_input_signature[1]
+    assert signature["encoded"].dtype == tf.string
