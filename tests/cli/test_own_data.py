@@ -107,11 +107,9 @@ def test_own_folder_converts_trains_evaluates_exports_predicts_and_moves(tmp_pat
     results = json.loads((tmp_path / "runs" / "mine" / "eval_results.json").read_text())
     assert sorted(results["per_class_iou"]) == sorted(CLASSES)
 
-    # TODO(lead): switch to `nasseg-export --model_dir=runs/mine` (latest checkpoint,
-    # class metadata) and drop predict's --dataset once part B's export lands.
-    _tool("nasseg-export", tmp_path, "--keras_model=runs/mine/model.keras",
-          "--export_dir=export")
-    _tool("nasseg-predict", tmp_path, "--saved_model=export", "--dataset=data",
+    # The export carries the class names and colours: predict needs no --dataset.
+    _tool("nasseg-export", tmp_path, "--model_dir=runs/mine", "--export_dir=export")
+    _tool("nasseg-predict", tmp_path, "--saved_model=export",
           "--images=photos/val/images/*.png", "--output_dir=predictions")
     for index in range(3):
         assert _colours(tmp_path / "predictions" / f"val{index}_label.png") <= set(PALETTE)
@@ -132,5 +130,5 @@ def test_own_folder_converts_trains_evaluates_exports_predicts_and_moves(tmp_pat
         from_run = np.asarray(Image.open(elsewhere / "predictions" / f"val{index}_label.png"))
         from_export = np.asarray(Image.open(tmp_path / "predictions" /
                                             f"val{index}_label.png"))
-        # The checkpoint of the moved run and the export of its model.keras: same weights.
+        # The moved run's checkpoint and the export of the same checkpoint agree.
         assert np.mean(np.all(from_run == from_export, axis=-1)) >= 0.99
