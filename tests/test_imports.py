@@ -27,6 +27,13 @@ FLOORS = (
 )
 
 
+#: The package's front door, ``nasseg_tf/__init__.py``: it imports the modules that
+#: register Keras objects (layers, the search's layers), whatever their floor, so that
+#: ``import nasseg_tf`` is enough for ``keras.saving.load_model``. No module imports
+#: it by name, so it closes no cycle.
+FRONT_DOOR = "nasseg_tf"
+
+
 def _module_name(path):
     relative = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
     return relative[:-len(".__init__")] if relative.endswith(".__init__") else relative
@@ -109,7 +116,7 @@ def test_no_import_cycle_outside_the_command_line():
 def test_nothing_imports_from_a_floor_above():
     upward = [f"{module} (floor {_floor(module)}) imports {dep} (floor {_floor(dep)})"
               for module, deps in sorted(_graph().items()) for dep in sorted(deps)
-              if _floor(dep) > _floor(module)]
+              if _floor(dep) > _floor(module) and module != FRONT_DOOR]
     assert not upward, "\n".join(upward)
 
 
