@@ -11,9 +11,13 @@ from nasseg_tf.data.build_data import get_converter
 from nasseg_tf.data.build_data import list_converters
 from nasseg_tf.data.build_data import register_converter
 from nasseg_tf.data.datasets import DatasetInfo
+from nasseg_tf.data.datasets import DescriptionError
 from nasseg_tf.data.datasets import get_dataset_info
 from nasseg_tf.data.datasets import list_datasets
+from nasseg_tf.data.datasets import load_description
+from nasseg_tf.data.datasets import make_description
 from nasseg_tf.data.datasets import register_dataset
+from nasseg_tf.data.datasets import write_description
 from nasseg_tf.data.demo import ensure_demo_dataset
 from nasseg_tf.data.demo import generate_demo_example
 from nasseg_tf.data.pipeline import MEAN_PIXEL
@@ -31,6 +35,7 @@ __all__ = [
     "Converter",
     "ConversionError",
     "DatasetInfo",
+    "DescriptionError",
     "MEAN_PIXEL",
     "RecordError",
     "ShardedRecordWriter",
@@ -45,10 +50,13 @@ __all__ = [
     "get_dataset_info",
     "list_converters",
     "list_datasets",
+    "load_description",
+    "make_description",
     "make_example",
     "parse_example",
     "register_converter",
     "register_dataset",
     "validate_records",
+    "write_description",
     "write_sharded",
 ]
