@@ -25,10 +25,13 @@ def __getattr__(name):
 
 
 # Last, once the names above exist: the modules that register Keras objects.
-# pylint: disable=wrong-import-position,unused-import
+# pylint: disable=wrong-import-position
 from nasseg_tf import startup  # noqa: E402
 
 startup.configure_command_line()
 with startup.quiet_tensorflow_import():
-    import nasseg_tf.layers  # noqa: E402,F401  (cells, ops, ASPP, DPC, decoder, resize)
-    import nasseg_tf.search.autodeeplab.supernet  # noqa: E402,F401  (the search's layers)
+    from nasseg_tf import layers  # noqa: E402  (cells, ops, ASPP, DPC, decoder, resize)
+    from nasseg_tf.search.autodeeplab import supernet as _search_layers  # noqa: E402
+
+#: The modules whose import registers the package's Keras layers and models.
+KERAS_MODULES = (layers, _search_layers)
