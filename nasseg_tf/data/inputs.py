@@ -64,12 +64,9 @@ class DataConfig:
     demo_size: tuple = (128, 128)
     demo_seed: int = 0
 
-    def resolve(self, model_dir):
-        """``(DatasetInfo, train_pattern, eval_pattern)``; generates demo data if needed.
-
-        Relative patterns are made absolute (against the working directory), so that a
-        saved run configuration does not depend on where the run was started.
-        """
+    def _described(self):
+        """``(DatasetInfo, train_pattern, eval_pattern)`` without generating anything:
+        given patterns, else a description's splits (None where there is none)."""
         info = get_dataset_info(self.dataset)
         train, evaluation = self.train_pattern, self.eval_pattern
         if info.path:  # a description names its shards
@@ -81,6 +78,30 @@ class DataConfig:
                     f"{info.path} has no split {self.train_split!r} (it has: "
                     f"{', '.join(s for s, _ in info.patterns) or 'none'}); set "
                     f"Data.train_split or Data.train_pattern")
+        return info, train, evaluation
+
+    def check(self):
+        """Checks this config without writing anything (before a run creates its
+        folder): the dataset resolves — a registry name or a readable description —
+        and training data is named (a pattern, a description's split, or demo data
+        to generate). Returns the ``DatasetInfo``.
+
+        Raises:
+          ValueError: naming what is wrong (a bad description names file and field).
+          FileNotFoundError: a description path that does not exist.
+        """
+        info, train, _ = self._described()
+        if not train and self.dataset != "demo":
+            raise ValueError(f"Data.train_pattern is not set for dataset {self.dataset!r}")
+        return info
+
+    def resolve(self, model_dir):
+        """``(DatasetInfo, train_pattern, eval_pattern)``; generates demo data if needed.
+
+        Relative patterns are made absolute (against the working directory), so that a
+        saved run configuration does not depend on where the run was started.
+        """
+        info, train, evaluation = self._described()
         if self.dataset == "demo" and not (train and evaluation):
             data_dir = self.data_dir or os.path.join(
                 os.path.dirname(os.path.abspath(model_dir)), "demo_data")

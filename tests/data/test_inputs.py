@@ -96,3 +96,17 @@ def test_run_relative_keeps_outside_and_remote_paths_absolute(tmp_path):
     assert runfiles.run_relative(run, None) is None
     assert runfiles.locate(run, "ram://b/x") == "ram://b/x"
     assert runfiles.locate(run, "/abs/x") == "/abs/x"
+
+
+def test_check_names_a_bad_dataset_before_anything_is_written(described, tmp_path):
+    assert DataConfig(dataset=str(described)).check().name == "flowers"
+    assert DataConfig().check().name == "demo"  # demo data would be generated
+    with pytest.raises(ValueError, match="Data.train_pattern is not set for dataset "
+                                         "'cityscapes'"):
+        DataConfig(dataset="cityscapes").check()
+    (tmp_path / "bad.json").write_text('{"format": "nasseg_tf.dataset", "version": 1}')
+    with pytest.raises(datasets.DescriptionError, match="bad.json: missing field 'name'"):
+        DataConfig(dataset=str(tmp_path / "bad.json")).check()
+    with pytest.raises(FileNotFoundError, match="No dataset description at"):
+        DataConfig(dataset=str(tmp_path / "nowhere") + "/").check()
+    assert sorted(os.listdir(tmp_path)) == ["bad.json", "data"]  # nothing written
