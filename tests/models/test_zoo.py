@@ -142,3 +142,26 @@ def test_zoo_model_on_jax_backend_matches_tensorflow(tmp_path):
     np.save(tmp_path / "x.npy", x)
     run_on_jax(_JAX_SCRIPT, weights, tmp_path / "x.npy", tmp_path / "y.npy")
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-4)
+
+
+def test_a_run_names_its_architecture_copies_relative_to_itself_so_it_can_move(
+        tmp_path, monkeypatch):
+    from nasseg_tf.models.zoo import ModelConfig  # pylint: disable=import-outside-toplevel
+    from nasseg_tf.search_space.genotypes import load_genotype  # pylint: disable=import-outside-toplevel
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved, _ = ModelConfig("autodeeplab_s", genotype="autodeeplab_cityscapes",
+                           dpc_cell=None).resolve(str(run))
+    assert saved.genotype == "genotype.json"  # what config.gin writes
+    expected = ModelConfig("autodeeplab_s", genotype="autodeeplab_cityscapes"
+                           ).architecture()
+    moved = tmp_path / "archive" / "run"
+    moved.parent.mkdir()
+    run.rename(moved)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    other = load_genotype("autodeeplab_cityscapes")
+    type(other)(other.cell, (0, 0, 0, 1), "other").save(str(elsewhere / "genotype.json"))
+    monkeypatch.chdir(elsewhere)  # holds another genotype.json: the run's copy wins
+    assert saved.architecture(base_dir=str(moved)) == expected
