@@ -7,6 +7,8 @@ Usage:
         --num_layers=6 [--remat] --output=bench/search_65_f4_l6.json
     python tools/benchmark.py dpc_proxy --dpc_crop=129x129 --dpc_batch=8 \
         --dpc_filters=256 --dpc_cells=3 --dpc_steps=20 --output=bench/dpc_proxy.json
+    python tools/benchmark.py tflite --model=mobilenetv2_dpc --crop=257x257 \
+        --num_classes=19 --output=bench/tflite_mobilenetv2_dpc_257.json
 
 Subcommands:
   train   a zoo model: training and evaluation images/s, first-call time, peak RSS.
@@ -16,6 +18,9 @@ Subcommands:
   dpc_proxy  DPC proxy trials per hour with cached MobileNet-v2 features vs recomputing
           the frozen backbone in every step (same cells and steps, one run), their
           ratio (SPEC §6: >= 10x), and the one-time cache build time.
+  tflite  a zoo model (or --keras_model) converted to TFLite float32 / dynamic_range /
+          int8 at --crop: file size, median interpreter latency (--tflite_threads),
+          pixel agreement with the Keras float model on demo images.
 Run each configuration in its own process (peak RSS is per process) and several times:
 this machine varies 20–40% between processes; quote medians.
 """
@@ -55,11 +60,17 @@ flags.DEFINE_integer("dpc_output_stride", 16, "dpc_proxy: backbone output stride
 flags.DEFINE_integer("dpc_project_steps", 30000,
                      "dpc_proxy: also project both rates to trials of this many steps.")
 flags.DEFINE_string("dpc_work_dir", None, "dpc_proxy: data + cache folder (default: temp).")
+flags.DEFINE_string("keras_model", None, "tflite: a .keras model instead of --model "
+                    "with scaled random weights.")
+flags.DEFINE_integer("tflite_threads", 1, "tflite: interpreter threads.")
+flags.DEFINE_integer("tflite_repeats", 20, "tflite: timed invocations.")
+flags.DEFINE_integer("tflite_eval", 8, "tflite: demo images for the agreement.")
+flags.DEFINE_integer("tflite_calibration", 16, "tflite: int8 calibration images.")
 flags.DEFINE_string("output", None, "JSON output file (also printed).")
 FLAGS = flags.FLAGS
 
 
-SUBCOMMANDS = ("train", "search", "dpc_proxy")
+SUBCOMMANDS = ("train", "search", "dpc_proxy", "tflite")
 
 
 def main(argv):
@@ -72,6 +83,15 @@ def main(argv):
         result = bench_train(FLAGS.model, parse_size(FLAGS.crop), FLAGS.batch,
                              FLAGS.num_classes, FLAGS.steps,
                              overrides=json.loads(FLAGS.overrides))
+    elif argv[1] == "tflite":
+        from nasseg_tf.bench.tflite_bench import bench_tflite
+
+        result = bench_tflite(FLAGS.model, parse_size(FLAGS.crop), FLAGS.num_classes,
+                              overrides=json.loads(FLAGS.overrides),
+                              keras_model=FLAGS.keras_model,
+                              num_threads=FLAGS.tflite_threads,
+                              repeats=FLAGS.tflite_repeats, num_eval=FLAGS.tflite_eval,
+                              num_calibration=FLAGS.tflite_calibration)
     elif argv[1] == "dpc_proxy":
         from nasseg_tf.bench.dpc_proxy_bench import bench_dpc_proxy
 

@@ -10,8 +10,9 @@ converted (:mod:`nasseg_tf.export.tflite`) and measured:
   float model's, over ``num_eval`` images; ``max_abs_probability``: the largest
   absolute difference of the softmax.
 
-Weights: a ``.keras`` model (e.g. the ``model.keras`` of a demo training run) or :func:`scaled_random_weights` (a zoo model's fresh initialisation has zero
-logits, and every variant would "agree" on a constant map). Images: demo street
+Weights: a ``.keras`` model (e.g. the ``model.keras`` of a demo training run) or
+:func:`scaled_random_weights` with :func:`calibrate_batch_norm` (a zoo model's fresh
+initialisation has zero logits, and every variant would "agree" on a constant map). Images: demo street
 scenes (:func:`nasseg_tf.data.generate_demo_example`); int8 calibrates on
 ``num_calibration`` of them, distinct from the evaluated ones.
 """
@@ -21,6 +22,7 @@ import statistics
 import tempfile
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -55,6 +57,28 @@ def scaled_random_weights(model, seed=0):
         else:
             continue
         variable.assign(value.astype(variable.dtype))
+    return model
+
+
+def calibrate_batch_norm(model, images):
+    """Sets every batch norm's moving statistics to those of ``images`` (uint8
+    ``[n, H, W, 3]``), layer after layer, in one forward pass (in place).
+
+    With random weights the moving statistics do not match the activations, and the
+    signal fades or explodes through a deep network; after this each batch norm
+    normalises what reaches it, as training would make it, and the logits vary
+    across pixels and classes with a spread of order one.
+    """
+    norms = [layer for layer in model._flatten_layers()  # pylint: disable=protected-access
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    try:
+        for layer in norms:
+            layer.momentum = 0.0  # moving statistics := this batch's
+        model(np.asarray(images, np.float32), training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
     return model
 
 
@@ -95,7 +119,9 @@ def bench_tflite(model_name, input_size=(257, 257), num_classes=19, overrides=No
     else:
         model = scaled_random_weights(
             zoo.build(model_name, num_classes=num_classes, **(overrides or {})), seed)
-        weights = f"scaled random (seed {seed})"
+        calibrate_batch_norm(model, demo_images(4, input_size, seed=30_000 + seed))
+        weights = (f"scaled random (seed {seed}), batch-norm statistics of 4 demo "
+                   "images")
     calibration = demo_images(num_calibration, input_size, seed=10_000 + seed)
     images = demo_images(num_eval, input_size, seed=20_000 + seed)
     keras_fn = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))

@@ -47,7 +47,7 @@ def test_export_cli_writes_a_servable_model(tmp_path):
     out = str(tmp_path / "export")
     result = _run("nasseg_tf.cli.export", f"--keras_model={path}", f"--export_dir={out}")
     assert result.returncode == 0, result.stderr
-    loaded = tf.saved_model.load(out)
+    loaded = tf.saved_model.load(str(tmp_path / "export" / "1"))  # TF Serving version 1
     image = np.random.default_rng(0).integers(0, 256, (1, 29, 35, 3)).astype("uint8")
     semantic = loaded.signatures["serving_default"](images=tf.constant(image))["semantic"]
     expected = np.argmax(np.asarray(model(image.astype("float32"))), -1)

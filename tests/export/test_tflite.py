@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from nasseg_tf import zoo
-from nasseg_tf.bench.tflite_bench import scaled_random_weights
+from nasseg_tf.bench.tflite_bench import (calibrate_batch_norm, demo_images,
+                                          scaled_random_weights)
 from nasseg_tf.data import ensure_demo_dataset
 from nasseg_tf.export import read_metadata
 from nasseg_tf.export import tflite
@@ -23,12 +24,16 @@ TINY = {
 
 
 def _model(name, num_classes=5, seed=0):
-    return scaled_random_weights(zoo.build(name, num_classes=num_classes, **TINY[name]),
-                                 seed)
+    """A small zoo model with random weights whose logits vary over pixels and
+    classes (batch norms set to demo images' statistics)."""
+    model = scaled_random_weights(zoo.build(name, num_classes=num_classes, **TINY[name]),
+                                  seed)
+    return calibrate_batch_norm(model, demo_images(4, (49, 65), seed=100 + seed))
 
 
 def _images(count, size, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (count, *size, 3)).astype("uint8")
+    """Demo street scenes (structure at several scales), uint8."""
+    return demo_images(count, size, seed=seed)
 
 
 def _keras_probabilities(model, images):
@@ -166,16 +171,16 @@ def test_export_writes_model_and_metadata_whole(tmp_path, root):
     model = _conv_model()
     base = str(tmp_path) if root == "local" else f"ram://tflite_test_{os.getpid()}"
     folder = os.path.join(base, "export")
-    path = tflite.export_tflite(model, folder, (6, 7), probabilities=False,
+    path = tflite.export_tflite(model, folder, (8, 9), probabilities=False,
                                 metadata={"source": {"kind": "test"}})
     assert path == os.path.join(folder, "model.tflite")
     assert sorted(tf.io.gfile.listdir(base)) == ["export"]  # no staging left
     meta = read_metadata(folder)
-    assert meta["input"] == {"name": "images", "dtype": "uint8", "shape": [1, 6, 7, 3]}
+    assert meta["input"] == {"name": "images", "dtype": "uint8", "shape": [1, 8, 9, 3]}
     assert meta["outputs"] == ["semantic"] and meta["quantization"] == "float32"
     assert meta["class_names"] == ["class_0", "class_1", "class_2"]
     assert meta["model"] == "tiny" and meta["source"] == {"kind": "test"}
-    out = tflite.run(tflite.make_interpreter(path), _images(1, (6, 7))[0])
-    assert set(out) == {"semantic"} and out["semantic"].shape == (1, 6, 7)
+    out = tflite.run(tflite.make_interpreter(path), _images(1, (8, 9))[0])
+    assert set(out) == {"semantic"} and out["semantic"].shape == (1, 8, 9)
     with pytest.raises(FileExistsError):
-        tflite.export_tflite(model, folder, (6, 7), overwrite=False)
+        tflite.export_tflite(model, folder, (8, 9), overwrite=False)
