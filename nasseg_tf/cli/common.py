@@ -3,11 +3,14 @@
 A tool is a module with a docstring (its ``--help`` text), a ``define_flags()`` and a
 *body*: a plain function that takes the tool's flag values as keyword arguments (and
 the positional arguments, for tools that take them). :func:`run_tool` defines the
-flags, lists them under ``--help`` and runs the body; user errors become one line
-``<tool>: error: <message>`` and exit status 2, never a traceback.
+flags, lists them under ``--help`` (exit status 0) and runs the body. User errors — a
+bad or unknown flag, a missing required one, bad arguments, and the body's expected
+errors (bad input, missing files) — become one line ``<tool>: error: <message>`` and
+exit status 2, never a traceback or a usage dump.
 """
 
 import logging
+import os
 import sys
 
 from absl import flags
@@ -18,7 +21,9 @@ _TOOL_FLAGS = []
 
 def define_gin_flags(flag_values=flags.FLAGS, model_dir_required=True):
     """``--gin_file``, ``--gin_bindings`` and ``--model_dir`` (gin-configured tools)."""
-    flags.DEFINE_multi_string("gin_file", [], "gin files, applied in order.",
+    flags.DEFINE_multi_string("gin_file", [], "gin files, applied in order: paths or "
+                              "names of shipped recipes, e.g. "
+                              "train/autodeeplab_s_cityscapes.gin.",
                               flag_values=flag_values)
     flags.DEFINE_multi_string("gin_bindings", [],
                               "gin bindings applied after the files, e.g. "
@@ -53,6 +58,17 @@ def quiet_absl_info():
         absl_logging.set_verbosity(absl_logging.WARNING)
 
 
+def one_line(error):
+    """An error's message on one line (gin, absl and others write several)."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def fail(tool, error):
+    """Prints ``<tool>: error: <message>`` to stderr; returns the exit status, 2."""
+    print(f"{tool}: error: {one_line(error)}", file=sys.stderr)
+    return 2
+
+
 def make_main(tool, body, errors=(ValueError, OSError), positional=False):
     """An absl ``main`` that runs ``body`` and turns expected errors into exit code 2.
 
@@ -71,16 +87,29 @@ def make_main(tool, body, errors=(ValueError, OSError), positional=False):
     def main(argv):
         quiet_absl_info()
         if not positional and len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+            return fail(tool, f"unexpected arguments: {' '.join(argv[1:])}")
         values = {name: flags.FLAGS[name].value for name in _TOOL_FLAGS}
         try:
             code = body(argv[1:], **values) if positional else body(**values)
-        except errors as e:  # pylint: disable=catching-non-exception
-            print(f"{tool}: error: {e}", file=sys.stderr)
-            return 2
+        except (app.UsageError, *errors) as e:  # pylint: disable=catching-non-exception
+            return fail(tool, e)
         return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
+    main.tool = tool
     return main
+
+
+def parse_flags(tool, argv):
+    """absl's flag parsing with the tools' conventions: ``--help`` (also ``-h``) exits
+    with status 0; a bad, unknown or missing flag is one error line and status 2."""
+    argv = ["--help" if arg == "-h" else arg for arg in argv]
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(fail(tool, e))
+    except SystemExit as e:
+        # absl's help flags print the usage, then exit with status 1 during parsing.
+        raise SystemExit(0 if e.code == 1 else e.code) from None
 
 
 def run_tool(doc, define_flags, main):
@@ -94,4 +123,5 @@ def run_tool(doc, define_flags, main):
     _TOOL_FLAGS[:] = sorted(set(flags.FLAGS) - before)
     for name in _TOOL_FLAGS:  # --help lists the tool's own flags, not only --helpfull
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
-    app.run(main)
+    tool = getattr(main, "tool", os.path.basename(sys.argv[0]))
+    app.run(main, flags_parser=lambda argv: parse_flags(tool, argv))

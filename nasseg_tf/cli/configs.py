@@ -41,7 +41,7 @@ import gin
 from nasseg_tf import fileio, runfiles
 from nasseg_tf.fileio import atomic_write_text
 from nasseg_tf.data.inputs import DataConfig
-from nasseg_tf.models.zoo import ModelConfig
+from nasseg_tf.models.zoo import ModelConfig, get_spec
 from nasseg_tf.search.autodeeplab.run import SearchConfig, SupernetConfig
 from nasseg_tf.search.dpc.cache import ProxyBackboneConfig
 from nasseg_tf.search.dpc.objectives import SyntheticObjectiveConfig
@@ -186,6 +186,35 @@ def get(group):
 def bound(*groups):
     """``{group: value object}`` for :func:`get` of each group, as keyword arguments."""
     return {group: get(group) for group in groups}
+
+
+def check(groups):
+    """Checks value objects before a tool writes anything: each one's own ``check()``
+    where it has one (``Data``: the dataset resolves, training data is named), and that
+    ``Model`` names a zoo model whose genotype / DPC cell files load.
+
+    Raises:
+      ValueError, OSError: naming the setting that is wrong.
+    """
+    for value in groups.values():
+        if callable(getattr(value, "check", None)):
+            value.check()
+    model = groups.get("model")
+    if model is not None:
+        if not model.name:
+            raise ValueError("Model.name is not set (a zoo model name, e.g. "
+                             "'autodeeplab_s'; `nasseg-zoo list` lists them); name a "
+                             "recipe with --gin_file (e.g. train/autodeeplab_s_cityscapes"
+                             ".gin) or bind it with --gin_bindings")
+        get_spec(model.name)  # an unknown name lists the known ones
+        model.architecture()  # the genotype / DPC cell, if any, loads
+
+
+def checked(*groups):
+    """:func:`bound`, then :func:`check`: the value objects a run may start with."""
+    values = bound(*groups)
+    check(values)
+    return values
 
 
 def load_run(model_dir, gin_files=(), gin_bindings=()):
