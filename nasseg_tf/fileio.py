@@ -56,7 +56,8 @@ Object stores (``gs://``) have no folders, no rename, no ``fsync`` and no locks;
   instead of replacing one. Locally a folder is installed by renames, see
   :func:`install_dir`.
 * flushing (``fsync``): not done and not needed (an object is durable once written);
-  :func:`fsync_dir` and :func:`write_file_synced` take local paths only.
+  :func:`fsync_dir` takes local paths only, :func:`write_file_synced` just writes a
+  remote file.
 * :func:`exclusive_lock`: **no lock.** It returns at once (yielding False) and logs a
   warning: ``tf.io.gfile`` cannot create a file only if it is absent, so a lock file could
   be taken by two processes at once, and a killed holder's lock file would never be
@@ -736,7 +737,14 @@ def fsync_dir(path):
 
 
 def write_file_synced(path, data):
-    """Writes ``data`` to local ``path`` and flushes it to disk before returning."""
+    """Writes ``data`` to ``path`` and flushes it to disk before returning (a remote
+    file is written through ``tf.io.gfile``: durable once closed, nothing to flush).
+
+    Not atomic: for files inside a :func:`staging_dir` folder, or temporaries."""
+    if is_remote(path):
+        with open_file(path, "wb") as f:
+            f.write(data)
+        return
     with open(path, "wb") as f:
         f.write(data)
         f.flush()

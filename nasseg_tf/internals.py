@@ -15,8 +15,9 @@ What is used, and why:
   only serves it from inside its own ``Tuner.search``).
 * KerasTuner's ``Oracle`` internals: ``_get_oracle_fname`` and ``_get_trial_dir`` (where
   its state and trials live: our oracles write them atomically and resume them),
-  ``_retry_queue`` (trials to hand out again after a restart) and the hooks our
-  subclasses override — ``Oracle._save_trial`` and ``BaseTuner``'s
+  ``_retry_queue`` (trials to hand out again after a restart), ``BaseTuner``'s
+  ``_get_tuner_fname`` (its ``tuner0.json``, which our tuner writes atomically too) and
+  the hooks our subclasses override — ``Oracle._save_trial`` and ``BaseTuner``'s
   ``_populate_initial_space``, ``_run_and_update_trial`` and ``_is_worker``.
 * TensorFlow's eager ``context._initialized`` — whether the runtime has started (the
   CPU can be split into logical devices only before).
@@ -35,6 +36,7 @@ PRIVATE_SYMBOLS = (
     ("keras_tuner.engine.base_tuner", "BaseTuner._populate_initial_space"),
     ("keras_tuner.engine.base_tuner", "BaseTuner._run_and_update_trial"),
     ("keras_tuner.engine.base_tuner", "BaseTuner._is_worker"),
+    ("keras_tuner.engine.base_tuner", "BaseTuner._get_tuner_fname"),
     ("tensorflow.python.eager.context", "context"),
 )
 
@@ -77,6 +79,11 @@ def oracle_state_file(oracle):
 def oracle_trial_dir(oracle, trial_id):
     """The folder of a KerasTuner oracle's trial ``trial_id``."""
     return oracle._get_trial_dir(trial_id)  # pylint: disable=protected-access
+
+
+def tuner_state_file(tuner):
+    """The path of a KerasTuner tuner's state file (``<tuner_id>.json``)."""
+    return tuner._get_tuner_fname()  # pylint: disable=protected-access
 
 
 def oracle_retry_queue(oracle):

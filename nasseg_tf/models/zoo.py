@@ -19,6 +19,7 @@ import dataclasses
 import inspect
 import os
 
+from nasseg_tf import fileio
 from nasseg_tf.layers.common import (BN_EPSILON, BN_MOMENTUM, HEAD_BN_EPSILON,
                                      MOBILENET_V2_BN_MOMENTUM)
 from nasseg_tf.layers.heads import ASPP, DeepLabV3PlusDecoder
@@ -148,9 +149,10 @@ class ModelConfig:
         own copies relative to itself), then in the working directory.
         """
         def located(spec):
-            if isinstance(spec, str) and base_dir and not os.path.isabs(spec):
+            if (isinstance(spec, str) and base_dir and not os.path.isabs(spec)
+                    and not fileio.is_remote(spec)):
                 inside = os.path.join(base_dir, spec)
-                if os.path.exists(inside):
+                if fileio.exists(inside):  # base_dir may be remote (gs://)
                     return inside
             return spec
 

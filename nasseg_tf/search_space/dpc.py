@@ -29,6 +29,7 @@ import os
 
 import numpy as np
 
+from nasseg_tf import fileio
 from nasseg_tf.fileio import atomic_write_text
 from nasseg_tf.search_space.genotypes import GenotypeError, published_names, read_published
 
@@ -195,9 +196,8 @@ def load_dpc_cell(spec, allow_files=True):
             f"({', '.join(published_dpc_cells())}); load a JSON file with "
             "nasseg_tf.search_space.dpc.load_dpc_cell first")
     spec = str(spec)
-    if os.path.exists(spec):
-        with open(spec, encoding="utf-8") as f:
-            text, where, name = f.read(), spec, os.path.basename(spec)[:-5]
+    if fileio.exists(spec):  # local or remote (gs://) file
+        text, where, name = fileio.read_text(spec), spec, os.path.basename(spec)[:-5]
     else:
         stem = _ALIASES.get(spec, spec)
         if spec not in published_dpc_cells():

@@ -19,9 +19,9 @@ Reference: Liu et al., "Auto-DeepLab", CVPR 2019; official genotype in SPEC §2.
 
 import dataclasses
 import json
-import os
 from importlib import resources
 
+from nasseg_tf import fileio
 from nasseg_tf.fileio import atomic_write_text
 from nasseg_tf.search_space.autodeeplab import (
     NUM_LEVELS, OFFICIAL_TO_OURS, OURS_TO_OFFICIAL, PRIMITIVES, ZERO_OP)
@@ -285,9 +285,8 @@ def load_genotype(name_or_path):
     if isinstance(name_or_path, dict):
         return NetworkGenotype.from_config(name_or_path)
     text = None
-    if os.path.exists(str(name_or_path)):
-        with open(name_or_path, encoding="utf-8") as f:
-            text = f.read()
+    if fileio.exists(str(name_or_path)):  # local or remote (gs://) file
+        text = fileio.read_text(str(name_or_path))
         where = str(name_or_path)
     else:
         known = published_genotypes()

@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from nasseg_tf import fileio
 from nasseg_tf.fileio import clean_stale_temps
+from nasseg_tf.progress import progress_bar
 from nasseg_tf.train.checkpointing import (ARCHITECTURE_ITEM, architecture_variable,
                                            check_architecture)
 
@@ -74,9 +75,9 @@ def remove_interrupted_saves(directory):
     latest = tf.train.latest_checkpoint(directory)
     latest_step = int(latest.rsplit("-", 1)[1]) if latest else -1
     removed = []
-    for path in fileio.glob(os.path.join(directory, "ckpt-*")):
-        match = re.fullmatch(r"ckpt-(\d+)(_temp|\.index|\.data-\d+-of-\d+)",
-                             os.path.basename(path))
+    for name in fileio.listdir(directory):
+        path = os.path.join(directory, name)
+        match = re.fullmatch(r"ckpt-(\d+)(_temp|\.index|\.data-\d+-of-\d+)", name)
         if not match:
             continue
         if match.group(2) == "_temp" or int(match.group(1)) > latest_step:
@@ -298,8 +299,8 @@ class TrainLoop:
         inputs = self.task.make_inputs(self.strategy, start)
         iterators = tuple(iter(d) for d in inputs)
         compiled = {}
-        bar = (keras.utils.Progbar(self.total_steps, unit_name="step",
-                                   stateful_metrics=["lr", "steps/s"])
+        bar = (progress_bar(self.total_steps, unit_name="step",
+                            stateful_metrics=["lr", "steps/s"])
                if self.progress and self.is_chief else None)
         if bar is not None and start:
             bar.update(start)

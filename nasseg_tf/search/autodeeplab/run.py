@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nasseg_tf import runfiles
+from nasseg_tf import fileio, runfiles
 from nasseg_tf.data.inputs import DataConfig, train_input_fn
 from nasseg_tf.layers.common import synchronized_batch_norm
 from nasseg_tf.search.autodeeplab import decode
@@ -195,7 +195,6 @@ def write_decoded(model, model_dir, step, writer=None):
     """Decodes α/β; writes genotype.json (+ a per-step copy), cell and path PNGs."""
     genotype = decode.decode_supernet(model, name=f"autodeeplab_search_step{step}")
     genotype.save(os.path.join(model_dir, "genotype.json"))
-    os.makedirs(os.path.join(model_dir, "genotypes"), exist_ok=True)
     genotype.save(os.path.join(model_dir, "genotypes", f"step_{step:07d}.json"))
     alpha = keras.ops.convert_to_numpy(model.alpha)
     betas = keras.ops.convert_to_numpy(model.beta)
@@ -232,7 +231,7 @@ def run_search(model_dir, search=None, supernet=None, data=None, progress=True,
     if not 0 <= cfg.warmup_steps <= cfg.steps:
         raise ValueError(f"Search.warmup_steps={cfg.warmup_steps} must be in "
                          f"[0, steps={cfg.steps}]")
-    os.makedirs(model_dir, exist_ok=True)
+    fileio.makedirs(model_dir)
     strategy = make_run_strategy(cfg, model_dir)  # first: before the runtime starts
     keras.utils.set_random_seed(cfg.seed)
     info, train_pattern, _ = data.resolve(model_dir)

@@ -34,12 +34,14 @@ import numpy as np
 import tensorflow as tf
 
 from nasseg_tf.data import build_dataset, get_dataset_info
+from nasseg_tf import fileio
 from nasseg_tf.data import tfrecord
 from nasseg_tf.data.pipeline import MEAN_PIXEL, pad_pair, random_crop_pair
 from nasseg_tf.fileio import (clean_stale_temps, discard_dir, exclusive_lock,
                               legacy_mkdtemp_glob, staging_dir, temp_glob,
                               write_file_synced)
 from nasseg_tf.internals import flatten_layers
+from nasseg_tf.progress import progress_bar
 from nasseg_tf.train.warm_start import warm_start
 
 # Bump when the cache's layout or the meaning of its contents changes: every existing
@@ -235,7 +237,7 @@ class FeatureCache:
         if feature_dtype not in ("float16", "float32"):
             raise ValueError(f"feature_dtype must be 'float16' or 'float32', got "
                              f"{feature_dtype!r}")
-        self.cache_root = os.path.abspath(cache_root)
+        self.cache_root = fileio.abspath(cache_root)
         self.backbone_name = str(backbone_name)
         self.backbone_fn = backbone_fn
         self.backbone_config = _jsonable(dict(backbone_config or {}))
@@ -275,7 +277,7 @@ class FeatureCache:
     # Identity ---------------------------------------------------------------------
 
     def _data_files(self, split):
-        return [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns)
+        return [(fileio.abspath(p), *fileio.stat(p)[:2])  # path, size, mtime (gfile)
                 for p in tfrecord.resolve_files(self.patterns[split])]
 
     def _build_backbone(self):
@@ -294,7 +296,7 @@ class FeatureCache:
         """The backbone's weights from ``self.weights`` (see the class docstring)."""
         path = self.weights
         if path.endswith(".weights.h5"):
-            if not os.path.exists(path):
+            if not fileio.exists(path):
                 raise FileNotFoundError(f"backbone weights not found: {path}")
             model.load_weights(path)
             return
@@ -480,7 +482,7 @@ class FeatureCache:
         feature_fn = tf.function(lambda x: backbone(x, training=False),
                                  input_signature=[spec])
         total = sum(self.num_crops(split) for split in SPLITS)
-        bar = keras.utils.Progbar(total, unit_name="crop") if self.progress else None
+        bar = progress_bar(total, unit_name="crop") if self.progress else None
         if bar is not None:
             print(f"Computing {self.backbone_name} features for the DPC proxy cache "
                   f"{os.path.basename(self.folder)} (once).")
@@ -508,7 +510,7 @@ class FeatureCache:
 
     def _build_locked(self):
         """Computes the cache unless another process did; returns its manifest."""
-        os.makedirs(self.cache_root, exist_ok=True)
+        fileio.makedirs(self.cache_root)
         with exclusive_lock(self._lock_path(), self.lock_timeout) as waited:
             self.stats["waited_for_lock"] = self.stats["waited_for_lock"] or waited
             manifest = self._check_folder()
@@ -535,7 +537,7 @@ class FeatureCache:
             except CacheCorruptError:
                 manifest = None
             current = manifest.get("build_id") if isinstance(manifest, dict) else None
-            if os.path.isdir(self.folder) and current == error.build_id:
+            if fileio.isdir(self.folder) and current == error.build_id:
                 discard_dir(self.folder)  # renamed aside first: never seen half deleted
         self.stats["rebuilt_corrupt"] = True
 
@@ -544,8 +546,7 @@ class FeatureCache:
     def _read_manifest(self):
         path = os.path.join(self.folder, MANIFEST_NAME)
         try:
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
+            return fileio.read_json(path)
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
@@ -559,7 +560,7 @@ class FeatureCache:
           CacheCorruptError: the folder exists but has no valid manifest, or a shard is
             missing or has the wrong size.
         """
-        if not os.path.isdir(self.folder):
+        if not fileio.isdir(self.folder):
             return None
         manifest = self._read_manifest()
         if manifest is None:
@@ -582,7 +583,7 @@ class FeatureCache:
         for filename, expected in shards:
             path = os.path.join(self.folder, filename)
             try:
-                size = os.path.getsize(path)
+                size = fileio.getsize(path)
             except OSError:
                 raise CacheCorruptError(f"feature cache shard {path} is missing",
                                         self.folder, build_id) from None
@@ -594,8 +595,7 @@ class FeatureCache:
 
     def _load_array(self, path, expected, build_id):
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = fileio.read_bytes(path)
         except OSError as e:
             raise CacheCorruptError(f"feature cache shard {path}: {e}", self.folder,
                                     build_id) from None

@@ -16,6 +16,7 @@ import os
 import tensorflow as tf
 from keras_tuner.engine.trial import TrialStatus
 
+from nasseg_tf import fileio
 from nasseg_tf.fileio import atomic_write_json, atomic_write_text
 from nasseg_tf.search.dpc import plots
 from nasseg_tf.search.dpc.oracles import OBJECTIVE
@@ -81,16 +82,16 @@ def write_leaderboard(oracle, project_dir, top_k=10, final=False):
     atomic_write_text(os.path.join(project_dir, "leaderboard.csv"), text.getvalue())
 
     folder = os.path.join(project_dir, "top_cells")
-    os.makedirs(folder, exist_ok=True)
+    fileio.makedirs(folder)
     width = max(2, len(str(top_k)))
     keep = set()
     for row in rows[:top_k]:
         name = f"top_{row['rank']:0{width}d}"
         keep.add(f"{name}.json")
         DPCCell.from_config(row["cell"], name).save(os.path.join(folder, f"{name}.json"))
-    for stale in os.listdir(folder):
+    for stale in fileio.listdir(folder):
         if stale.startswith("top_") and stale.endswith(".json") and stale not in keep:
-            os.remove(os.path.join(folder, stale))
+            fileio.remove(os.path.join(folder, stale))
     if rows:
         DPCCell.from_config(rows[0]["cell"]).save(os.path.join(project_dir,
                                                                "best_cell.json"))
@@ -127,8 +128,9 @@ def write_tensorboard(rows, project_dir):
     final=True)``. Returns the folder.
     """
     folder = os.path.join(project_dir, TENSORBOARD_DIR)
-    os.makedirs(folder, exist_ok=True)
-    old = [name for name in os.listdir(folder) if name.startswith("events.out.tfevents.")]
+    fileio.makedirs(folder)
+    old = [name for name in fileio.listdir(folder)
+           if name.startswith("events.out.tfevents.")]
     points = plots.trial_order(rows)
     writer = tf.summary.create_file_writer(folder)
     try:
@@ -144,12 +146,12 @@ def write_tensorboard(rows, project_dir):
                 tf.summary.text("dpc/best_cell_json",
                                 f"trial {top['trial_id']}, val mIoU {top['val_miou']:.4f}: "
                                 f"`{json.dumps(top['cell'])}`", step=last)
-                if os.path.exists(png):
+                if fileio.exists(png):
                     image = tf.io.decode_png(tf.io.read_file(png), channels=3)
                     tf.summary.image("dpc/best_cell", image[tf.newaxis], step=last)
         writer.flush()
     finally:
         writer.close()
     for name in old:
-        os.remove(os.path.join(folder, name))
+        fileio.remove(os.path.join(folder, name))
     return folder

@@ -17,6 +17,7 @@ import numpy as np
 
 from nasseg_tf.data import build_dataset
 from nasseg_tf.data.inputs import train_input_fn
+from nasseg_tf import fileio
 from nasseg_tf.fileio import atomic_write_json
 from nasseg_tf.models import zoo
 from nasseg_tf.search_space.dpc import DPCCell
@@ -72,9 +73,8 @@ def rerank(rows, rerank_fn, project_dir, top_k, settings=None, verbose=True):
     path = os.path.join(project_dir, "rerank.json")
     settings = dict(settings or {})
     done = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            previous = json.load(f)
+    if fileio.exists(path):
+        previous = fileio.read_json(path)
         if previous.get("settings") == settings:
             done = {(e["trial_id"], json.dumps(e["cell"])): e for e in previous["entries"]}
     entries = []
@@ -100,7 +100,7 @@ def rerank(rows, rerank_fn, project_dir, top_k, settings=None, verbose=True):
             continue
         cell = DPCCell.from_config(row["cell"], f"trial_{row['trial_id']}")
         work_dir = os.path.join(project_dir, "rerank", f"trial_{row['trial_id']}")
-        os.makedirs(work_dir, exist_ok=True)
+        fileio.makedirs(work_dir)
         cell.save(os.path.join(work_dir, "cell.json"))
         start = time.time()
         result = rerank_fn(cell, work_dir)
@@ -191,9 +191,8 @@ def random_baseline(rows, space, objective_fn, project_dir, count, seed=0, verbo
             taken.add(cell.key())
             cells.append(cell)
     done = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            previous = json.load(f)
+    if fileio.exists(path):
+        previous = fileio.read_json(path)
         if previous.get("count") == count and previous.get("seed") == seed:
             done = {DPCCell.from_config(e["cell"]).key(): e for e in previous["entries"]}
     best = rows[0]["val_miou"] if rows else None

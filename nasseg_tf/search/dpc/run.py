@@ -17,7 +17,7 @@ the pieces together:
 import dataclasses
 import os
 
-from nasseg_tf import runfiles
+from nasseg_tf import fileio, runfiles
 from nasseg_tf.data.inputs import DataConfig
 from nasseg_tf.search.dpc import plots
 from nasseg_tf.search.dpc.cache import ProxyBackboneConfig
@@ -131,7 +131,7 @@ def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
         early_stopping_min_trials=cfg.early_stopping_min_trials,
         max_retries_per_trial=cfg.max_retries_per_trial,
         max_consecutive_failed_trials=cfg.max_consecutive_failed_trials)
-    os.makedirs(model_dir, exist_ok=True)
+    fileio.makedirs(model_dir)
     if this_role != "worker":
         runfiles.write_run_files(model_dir, [cfg, data.absolute(), proxy, backbone,
                                              synthetic], argv)

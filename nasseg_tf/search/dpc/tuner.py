@@ -34,8 +34,9 @@ import time
 from keras_tuner.engine.base_tuner import BaseTuner
 from keras_tuner.engine.trial import TrialStatus
 
-from nasseg_tf.fileio import atomic_write_text
-from nasseg_tf.internals import keras_tuner_grpc, oracle_state_file
+from nasseg_tf import fileio
+from nasseg_tf.fileio import atomic_write_json, atomic_write_text
+from nasseg_tf.internals import keras_tuner_grpc, oracle_state_file, tuner_state_file
 from nasseg_tf.search.dpc.leaderboard import write_leaderboard
 from nasseg_tf.search.dpc.oracles import CURVE_METRIC, OBJECTIVE
 
@@ -152,7 +153,7 @@ class DPCTuner(BaseTuner):
         self.leaderboard_every_s = float(leaderboard_every_s)
         self.save_top_k = int(save_top_k)
         self._last_leaderboard = 0.0
-        project_dir = os.path.abspath(project_dir)
+        project_dir = fileio.abspath(project_dir)
         super().__init__(oracle, directory=os.path.dirname(project_dir),
                          project_name=os.path.basename(project_dir))
         if self._is_worker():
@@ -169,8 +170,17 @@ class DPCTuner(BaseTuner):
         # existing project anyway (a chief replacing a single-process run, or a process
         # that died before its first save).
         state_file = oracle_state_file(self.oracle)
-        if not self._is_worker() and os.path.exists(state_file):
+        if not self._is_worker() and fileio.exists(state_file):
             self.oracle.reload()
+
+    def save(self):
+        """KerasTuner's save, but ``tuner0.json`` is written atomically (temporary file
+        + rename), like the oracle's files: KerasTuner rewrites it in place, so a kill
+        mid-write leaves a garbled file (and ``ram://`` keeps the old bytes after a
+        shorter rewrite)."""
+        if not self._is_worker():
+            self.oracle.save()
+        atomic_write_json(tuner_state_file(self), self.get_state())
 
     def search(self, *fit_args, **fit_kwargs):
         """Runs the search: serves the oracle (chief) or runs trials (worker, single)."""
@@ -188,7 +198,8 @@ class DPCTuner(BaseTuner):
         trial_dir = self.get_trial_dir(trial.trial_id)
         cell.save(os.path.join(trial_dir, "cell.json"))
         start = time.time()
-        with open(os.path.join(trial_dir, "runs.jsonl"), "a", encoding="utf-8") as f:
+        # Appended (gs:// rewrites the object): a log for people, read by nothing.
+        with fileio.open_file(os.path.join(trial_dir, "runs.jsonl"), "a") as f:
             f.write(json.dumps({"tuner_id": self.tuner_id, "pid": os.getpid(),
                                 "start": start}) + "\n")
         self._log(f"[{self.tuner_id}] trial {trial.trial_id}: {cell.describe()}")
