@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from nasseg_tf import fileio, visualize
 from nasseg_tf.data.datasets import DatasetInfo
+from nasseg_tf.progress import progress_bar
 from nasseg_tf.train.metrics import ConfusionMatrix
 from nasseg_tf.train.metrics import confusion_matrix_tf
 from nasseg_tf.train.metrics import resolve_class_names
@@ -252,7 +253,7 @@ def _check_model_classes(model: keras.Model, num_classes: int) -> None:
 def _progress_bar(progress: bool, max_images: Optional[int]):
     if not progress:
         return None
-    return keras.utils.Progbar(max_images, unit_name="image", stateful_metrics=["mIoU"])
+    return progress_bar(max_images, unit_name="image", stateful_metrics=["mIoU"])
 
 
 def evaluate(model: keras.Model, dataset: tf.data.Dataset, num_classes: int, *,
@@ -274,7 +275,7 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset, num_classes: int, *,
         scales: Inference scales (:func:`predict_logits`).
         flip: Add left-right flipped inference.
         max_images: Evaluate only the first ``max_images`` images.
-        progress: Show a ``keras.utils.Progbar``.
+        progress: Show progress (:func:`nasseg_tf.progress.progress_bar`).
         strategy: Optional ``tf.distribute`` strategy: the dataset is split with
             ``experimental_distribute_dataset`` (the batch size is the global one)
             and the replicas' confusion matrices are summed.

@@ -41,6 +41,7 @@ import tensorflow as tf
 from nasseg_tf.layers.common import BN_EPSILON, BN_MOMENTUM
 from nasseg_tf.layers.dpc import DensePredictionCell
 from nasseg_tf.layers.resize import resize_bilinear
+from nasseg_tf.progress import progress_bar
 from nasseg_tf.search_space.dpc import load_dpc_cell
 from nasseg_tf.train.metrics import (confusion_matrix_tf, majority_class_baseline,
                                      segmentation_scores)
@@ -222,8 +223,8 @@ def train_and_score(model_fn, train_dataset, val_dataset, num_classes, ignore_la
 
     build_seconds = time.perf_counter() - t_start
     checkpoints = set(config.eval_steps())
-    bar = keras.utils.Progbar(config.steps, unit_name="step",
-                              stateful_metrics=["miou"]) if progress else None
+    bar = progress_bar(config.steps, unit_name="step",
+                       stateful_metrics=["miou"]) if progress else None
     history, loss_history, step_times, pending = [], [], [], []
     trivial, miou, reason, eval_seconds = None, 0.0, None, 0.0
     step = 0
