@@ -34,7 +34,19 @@ destination.
 ``ram://`` ...) goes through ``tf.io.gfile``; TensorFlow is imported on the first such
 path only, so this module (and everything that only writes local files) imports without
 TensorFlow. Local paths use ``os`` and ``open``: faster, and ``fsync`` and ``flock``
-work there.
+work there. A scheme TensorFlow has no file system for raises
+:class:`UnsupportedFileSystemError` (a ``ValueError``) naming those it has. Readers:
+:func:`open_file` (a file object for ``json.load``, ``PIL.Image.open`` ...),
+:func:`read_bytes`, :func:`read_text`, :func:`read_json`, :func:`stat`. Writers that
+only know local files (Keras' ``model.save``, PIL, matplotlib) write remote files
+through :func:`atomic_path`, which hands them a local temporary and uploads it.
+
+``gs://`` is built into TensorFlow's Linux wheels (2.20, 2.21: ``gs`` is among
+``tf.io.gfile.get_registered_schemes()``); credentials come from
+``GOOGLE_APPLICATION_CREDENTIALS``, ``gcloud auth application-default login`` or the
+VM's service account. The ``tensorflow-io-gcs-filesystem`` plugin is neither needed nor
+usable there (its last release, 0.37.1, is built for TensorFlow 2.16 and fails to load
+on 2.21).
 
 What degrades on remote filesystems
 -----------------------------------
@@ -68,6 +80,26 @@ Object stores (``gs://``) have no folders, no rename, no ``fsync`` and no locks;
   age, unless ``max_age_s=0``.
 * :func:`glob`: ``tf.io.gfile.glob``, whose ``*`` also matches names that start with a
   dot.
+* :func:`atomic_path`: the writer writes a local file (in the system's temporary
+  folder), then it is uploaded to a temporary beside the destination and renamed.
+* :func:`stat`: no inode; ``ram://`` records no modification time either, so a cache
+  keyed on :func:`stat` (the record pre-scan, the DPC feature cache) sees a rewritten
+  ``ram://`` file of the same size as unchanged.
+
+Writers outside this module: TensorFlow's own (checkpoints: data files first, then the
+``checkpoint`` index by a temporary + rename; TensorBoard event files; SavedModels, which
+:func:`staging_dir` installs) go through ``tf.io.gfile`` themselves. KerasTuner writes
+its trial folders and reads ``oracle.json`` / ``trial.json`` through ``tf.io.gfile``
+only when Keras' backend is TensorFlow (with another backend it uses ``open``: a remote
+DPC project needs ``KERAS_BACKEND=tensorflow``, the default); the DPC oracle and tuner
+write their state files atomically through this module.
+
+Everything else assumes **one writer per run folder**: with no locks and no atomic
+folder installs, two processes training or searching into the same ``gs://`` folder
+can interleave files (a distributed run has one chief that writes, see
+:mod:`nasseg_tf.train.experiment`; DPC workers write only their own trials' files and
+``tuner<id>.json``, but with no lock several may build the same feature cache, the last
+install winning).
 """
 
 import collections
@@ -112,9 +144,31 @@ def is_remote(path):
     return "://" in os.fspath(path)
 
 
-def _tf():
-    """TensorFlow, imported on first use (remote paths only)."""
+class UnsupportedFileSystemError(ValueError):
+    """TensorFlow has no file system for the scheme of a path (``s3://`` on a wheel
+    without it, a typo such as ``gcs://``)."""
+
+
+_SCHEMES_SEEN = set()
+
+
+def _tf(path=None):
+    """TensorFlow, imported on first use (remote paths only).
+
+    With ``path``: checks first that TensorFlow has a file system for its scheme
+    (:class:`UnsupportedFileSystemError` naming the ones it has, instead of an
+    ``UnimplementedError`` from deep inside a run).
+    """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    scheme = None if path is None else os.fspath(path).partition("://")[0]
+    if scheme is not None and scheme not in _SCHEMES_SEEN:
+        known = tf.io.gfile.get_registered_schemes()  # grows when plugins load: no cache
+        if scheme not in known:
+            raise UnsupportedFileSystemError(
+                f"{path}: TensorFlow {tf.__version__} has no file system for "
+                f"'{scheme}://' (it has: "
+                f"{', '.join(sorted(k + '://' for k in known if k and k != 'file'))})")
+        _SCHEMES_SEEN.add(scheme)
     return tf
 
 
@@ -129,18 +183,18 @@ def abspath(path):
 
 def exists(path):
     """Whether a file or folder ``path`` exists."""
-    return _tf().io.gfile.exists(path) if is_remote(path) else os.path.exists(path)
+    return _tf(path).io.gfile.exists(path) if is_remote(path) else os.path.exists(path)
 
 
 def isdir(path):
     """Whether ``path`` is a folder."""
-    return _tf().io.gfile.isdir(path) if is_remote(path) else os.path.isdir(path)
+    return _tf(path).io.gfile.isdir(path) if is_remote(path) else os.path.isdir(path)
 
 
 def makedirs(path):
     """Creates folder ``path`` and its parents; an existing folder is fine."""
     if is_remote(path):
-        _tf().io.gfile.makedirs(path)
+        _tf(path).io.gfile.makedirs(path)
     else:
         os.makedirs(path, exist_ok=True)
 
@@ -148,7 +202,7 @@ def makedirs(path):
 def listdir(path):
     """The sorted names in folder ``path`` (sub-folders without the trailing ``/``
     object stores give them)."""
-    names = _tf().io.gfile.listdir(path) if is_remote(path) else os.listdir(path)
+    names = _tf(path).io.gfile.listdir(path) if is_remote(path) else os.listdir(path)
     return sorted(name.rstrip("/") for name in names)
 
 
@@ -156,14 +210,14 @@ def glob(pattern):
     """The sorted paths matching ``pattern`` (``glob.glob``; ``tf.io.gfile.glob`` for a
     remote pattern, where ``*`` also matches a leading dot)."""
     if is_remote(pattern):
-        return sorted(_tf().io.gfile.glob(pattern))
+        return sorted(_tf(pattern).io.gfile.glob(pattern))
     return sorted(_glob.glob(pattern))
 
 
 def remove(path):
     """Removes file ``path``; a missing file is fine."""
     if is_remote(path):
-        tf = _tf()
+        tf = _tf(path)
         try:
             tf.io.gfile.remove(path)
         except tf.errors.NotFoundError:
@@ -176,7 +230,7 @@ def remove(path):
 def _remove_tree(path):
     """:func:`remove_tree`, raising FileNotFoundError for a missing ``path``."""
     if is_remote(path):
-        tf = _tf()
+        tf = _tf(path)
         try:
             if tf.io.gfile.isdir(path):
                 tf.io.gfile.rmtree(path)
@@ -210,7 +264,7 @@ def open_file(path, mode="r"):
     ``PIL.Image.open``. Writers of files others read should use :func:`atomic_path`
     or :func:`atomic_write_bytes` instead."""
     if is_remote(path):
-        return _tf().io.gfile.GFile(path, mode)
+        return _tf(path).io.gfile.GFile(path, mode)
     return open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
 
 
@@ -226,7 +280,7 @@ def read_bytes(path):
     if not is_remote(path):
         with open(path, "rb") as f:
             return f.read()
-    tf = _tf()
+    tf = _tf(path)
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
             return f.read()
@@ -260,7 +314,7 @@ def stat(path):
     if not is_remote(path):
         result = os.stat(path)
         return FileStat(result.st_size, result.st_mtime_ns, result.st_ino)
-    tf = _tf()
+    tf = _tf(path)
     try:
         result = tf.io.gfile.stat(path)
     except tf.errors.NotFoundError:
@@ -374,7 +428,7 @@ def _modified(path):
     """
     if not is_remote(path):
         return os.lstat(path).st_mtime
-    tf = _tf()
+    tf = _tf(path)
     try:
         nanoseconds = tf.io.gfile.stat(path).mtime_nsec
     except tf.errors.NotFoundError:
@@ -480,7 +534,7 @@ def replace(src, dst):
     system.
     """
     if is_remote(src) or is_remote(dst):
-        _tf().io.gfile.rename(src, dst, overwrite=True)
+        _tf(dst).io.gfile.rename(src, dst, overwrite=True)
         return
     _fsync(src)
     os.replace(src, dst)
@@ -513,7 +567,7 @@ def atomic_path(path, suffix=""):
     try:
         yield local or tmp
         if local:
-            _tf().io.gfile.copy(local, tmp, overwrite=True)
+            _tf(tmp).io.gfile.copy(local, tmp, overwrite=True)
         replace(tmp, path)
     except BaseException:
         remove_tree(tmp, ignore_errors=True)
@@ -592,7 +646,7 @@ def _exchange(a, b):
 def _move_remote(src, dst):
     """Moves a remote file or folder: each file renamed (on object stores: copied and
     deleted) to the same place under ``dst``, folders made, then ``src`` removed."""
-    gfile = _tf().io.gfile
+    gfile = _tf(src).io.gfile
     if not gfile.isdir(src):
         gfile.rename(src, dst, overwrite=True)
         return

@@ -385,11 +385,25 @@ def test_a_killed_installs_old_folder_is_a_stale_temp(tmp_path, dead_pid):
         str(tmp_path / "model"))) == [aside]
 
 
+def test_a_scheme_tensorflow_has_no_file_system_for_is_named_in_one_error():
+    tf = pytest.importorskip("tensorflow")
+    with pytest.raises(fileio.UnsupportedFileSystemError,
+                       match=r"^nosuch://bucket/run: TensorFlow .* has no file system "
+                             r"for 'nosuch://' \(it has: .*ram://"):
+        fileio.makedirs("nosuch://bucket/run")
+    assert isinstance(fileio.UnsupportedFileSystemError("x"), ValueError)  # exit 2
+    # gs:// needs no plugin on this TensorFlow: the README's extra relies on this.
+    assert "gs" in tf.io.gfile.get_registered_schemes()
+
+
 @pytest.mark.parametrize("module", ["nasseg_tf.fileio",
                                     "nasseg_tf.search_space.genotypes"])
 def test_importing_the_ground_floor_does_not_import_tensorflow(module):
+    # ``import nasseg_tf`` registers the Keras layers, and Keras' TensorFlow backend
+    # imports TensorFlow; on the JAX backend nothing of ours may.
+    pytest.importorskip("jax")
     code = (f"import sys, {module}\n"
             "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=False)
+                            check=False, env=dict(os.environ, KERAS_BACKEND="jax"))
     assert result.returncode == 0, result.stderr[-2000:]
