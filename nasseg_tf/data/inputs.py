@@ -104,7 +104,7 @@ class DataConfig:
         info, train, evaluation = self._described()
         if self.dataset == "demo" and not (train and evaluation):
             data_dir = self.data_dir or os.path.join(
-                os.path.dirname(os.path.abspath(model_dir)), "demo_data")
+                os.path.dirname(fileio.abspath(model_dir)), "demo_data")  # gs:// too
             patterns = ensure_demo_dataset(
                 data_dir, num_train=self.demo_num_train, num_val=self.demo_num_val,
                 height=self.demo_size[0], width=self.demo_size[1], seed=self.demo_seed)

@@ -74,6 +74,16 @@ def test_demo_data_on_ram_is_written_once_and_read_by_the_pipeline(ram, monkeypa
     assert {e["inode"] for e in entries} == {None}  # keys from gfile.stat
 
 
+def test_a_remote_runs_demo_data_defaults_to_a_remote_sibling_folder(ram):
+    from nasseg_tf.data.inputs import DataConfig
+
+    config = DataConfig(dataset="demo", demo_num_train=2, demo_num_val=1,
+                        demo_size=(24, 24))
+    _, train, val = config.resolve(os.path.join(ram, "runs", "tiny"))
+    assert train == os.path.join(ram, "runs", "demo_data", "train-*-of-00002.tfrecord")
+    assert len(tf.io.gfile.glob(train)) == 2 and len(tf.io.gfile.glob(val)) == 2
+
+
 def test_run_files_and_keras_models_round_trip_through_ram(ram):
     runfiles.write_json(os.path.join(ram, "run", "run_info.json"), {"replicas": 1})
     assert runfiles.read_json(os.path.join(ram, "run", "run_info.json")) == {
