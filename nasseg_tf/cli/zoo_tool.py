@@ -5,7 +5,8 @@ Usage:
     nasseg-zoo describe autodeeplab_s --num_classes=19 --input_size=1024x2048 [--json]
 
 ``describe`` prints trainable params and Multiply-Adds at the input size (see
-``nasseg_tf.counting`` for what is counted) beside the paper's figures, and for models
+``nasseg_tf.counting`` for what is counted) beside the paper's figures — a figure is
+compared only at the paper's input size and number of classes — and for models
 with an ASPP/DPC context module also ``context_params`` / ``context_madds`` (the
 module's branches without the concat projection and BN: the basis of DPC Table 1).
 """
@@ -56,35 +57,72 @@ def describe_model(name, num_classes, input_size):
     return summary
 
 
+#: The input size of a paper's Multiply-Adds where the paper does not state it
+#: (Auto-DeepLab, Table 2: a Cityscapes frame is the likely one, SPEC §2.6).
+ASSUMED_PAPER_SIZE = (1024, 2048)
+#: The classes of the zoo's paper figures: all are Cityscapes (19 classes).
+PAPER_NUM_CLASSES = 19
+
+
+def _size_text(size):
+    return f"{size[0]}x{size[1]}"
+
+
 def describe_text(summary):
+    """The table of ``summary`` beside the paper. A paper figure is compared (with the
+    ratio) only where it was measured like ours: Multiply-Adds at the paper's input
+    size, whole-network figures at the paper's number of classes; otherwise a line
+    says what to run to compare."""
     fmt = counting.format_count
     paper = summary.get("paper", {})
-    h, w = summary["input_size"]
-    size = (h, w)
+    size = tuple(summary["input_size"])
+    same_classes = summary["num_classes"] == paper.get("num_classes", PAPER_NUM_CLASSES)
+    notes = []
 
-    def at_size(key, size_key):  # a paper's Multiply-Adds compare only at its input size
-        given = tuple(paper.get(size_key, size))
-        return paper.get(key) if given == size else None
+    def paper_size(size_key):
+        if size_key in paper:
+            return tuple(paper[size_key]), ""
+        return ASSUMED_PAPER_SIZE, " (assumed: the paper does not state it)"
 
-    rows = [("params", summary["params"], paper.get("params")),
-            (f"Multiply-Adds @ {h}x{w}", summary["madds"],
-             at_size("madds", "madds_input_size"))]
+    def madds(key, size_key, what, whole_network):
+        if key not in paper:
+            return None
+        at, assumed = paper_size(size_key)
+        other_classes = whole_network and not same_classes
+        if at != size or other_classes:
+            classes = paper.get("num_classes", PAPER_NUM_CLASSES)
+            notes.append(
+                f"the paper's {what} Multiply-Adds ({fmt(paper[key])}) are at "
+                f"{_size_text(at)}{assumed}"
+                + (f" and {classes} classes" if other_classes else "")
+                + f": run with --input_size={_size_text(at)}"
+                + (f" --num_classes={classes}" if other_classes else "") + " to compare")
+            return None
+        if assumed:
+            notes.append(f"the paper's {what} Multiply-Adds compared at "
+                         f"{_size_text(at)}{assumed}")
+        return paper[key]
+
+    params = paper.get("params")
+    if params is not None and not same_classes:
+        notes.append(f"the paper's params ({fmt(params)}) are for "
+                     f"{paper.get('num_classes', PAPER_NUM_CLASSES)} classes")
+        params = None
+    rows = [("params", summary["params"], params),
+            (f"Multiply-Adds @ {_size_text(size)}", summary["madds"],
+             madds("madds", "madds_input_size", "whole-network", True))]
     if "context_params" in summary:
         rows += [("context params", summary["context_params"], paper.get("context_params")),
                  ("context Multiply-Adds", summary["context_madds"],
-                  at_size("context_madds", "context_input_size"))]
-    lines = [f"{summary['name']} ({summary['num_classes']} classes)",
+                  madds("context_madds", "context_input_size", "context", False))]
+    lines = [f"{summary['name']} ({summary['num_classes']} classes, input "
+             f"{_size_text(size)})",
              f"  {'':26s} {'ours':>10s} {'paper':>10s}"]
     for label, ours, theirs in rows:
         ratio = f"  ({ours / theirs:.3f}x)" if theirs else ""
         lines.append(f"  {label:26s} {fmt(ours):>10s} "
                      f"{fmt(theirs) if theirs else '-':>10s}{ratio}")
-    for key, what in (("madds_input_size", "whole-network"),
-                      ("context_input_size", "context")):
-        if key in paper and tuple(paper[key]) != size:
-            ph, pw = paper[key]
-            lines.append(f"  the paper's {what} Multiply-Adds are at {ph}x{pw}: "
-                         f"run with --input_size={ph}x{pw} to compare")
+    lines += [f"  {note}" for note in notes]
     if paper.get("source"):
         lines.append(f"  paper: {paper['source']}")
     return "\n".join(lines)
@@ -94,6 +132,8 @@ def zoo_tool(args, num_classes, input_size, json):  # pylint: disable=redefined-
     if not args or args[0] not in ("list", "describe"):
         raise app.UsageError("expected a command: list | describe NAME")
     if args[0] == "list":
+        if len(args) > 1:
+            raise app.UsageError(f"'list' takes no arguments, got {' '.join(args[1:])}")
         print(list_text())
         return 0
     if len(args) != 2:
