@@ -603,8 +603,8 @@ def build_tfrecords(dataset: str, root: str, output_dir: str, *,
     splits = tuple(splits or converter.default_splits)
     sources = {split: _nonempty(converter.list_examples(root, split), root, split)
                for split in splits}
-    created = not os.path.isdir(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
+    created = not fileio.isdir(output_dir)  # output_dir may be remote (gs://)
+    fileio.makedirs(output_dir)
     # Staging folders of builds before the fileio naming record no owner: by age.
     fileio.clean_stale_temps(output_dir, fileio.legacy_mkdtemp_glob(".build_data-"))
     tmp_dir = fileio.temp_dir(os.path.join(output_dir, "build_data"))
@@ -627,8 +627,8 @@ def build_tfrecords(dataset: str, root: str, output_dir: str, *,
             summary.description_path = path
     finally:
         fileio.remove_tree(tmp_dir, ignore_errors=True)
-        if created and not os.listdir(output_dir):
-            os.rmdir(output_dir)
+        if created and not fileio.listdir(output_dir):
+            fileio.remove_tree(output_dir)
     return installed
 
 

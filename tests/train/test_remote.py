@@ -84,6 +84,30 @@ def test_a_remote_runs_demo_data_defaults_to_a_remote_sibling_folder(ram):
     assert len(tf.io.gfile.glob(train)) == 2 and len(tf.io.gfile.glob(val)) == 2
 
 
+def test_own_data_converted_into_ram_is_described_and_read(ram, tmp_path_factory):
+    from PIL import Image
+    from nasseg_tf.data import build_data, get_dataset_info
+
+    root = tmp_path_factory.mktemp("generic")  # local sources, remote output
+    rng = np.random.default_rng(0)
+    for split, names in (("train", "ab"), ("val", "v")):
+        for name in names:
+            for kind, array in (("images", rng.integers(0, 256, (12, 16, 3))),
+                                ("labels", rng.integers(0, 3, (12, 16)))):
+                (root / split / kind).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array.astype(np.uint8)).save(
+                    root / split / kind / f"{name}.png")
+    out = os.path.join(ram, "own")
+    build_data.build_tfrecords("generic", str(root), out, num_classes=3, num_shards=1)
+    assert _files(out) == ["dataset.json", "train-00000-of-00001.tfrecord",
+                           "val-00000-of-00001.tfrecord"]
+    info = get_dataset_info(out)  # the description beside the shards
+    assert info.num_classes == 3
+    images = [tuple(image.shape) for image, _ in build_dataset(
+        os.path.join(out, "val-*"), num_classes=3, training=False, check_files="framing")]
+    assert images == [(1, 12, 16, 3)]
+
+
 def test_run_files_and_keras_models_round_trip_through_ram(ram):
     runfiles.write_json(os.path.join(ram, "run", "run_info.json"), {"replicas": 1})
     assert runfiles.read_json(os.path.join(ram, "run", "run_info.json")) == {
