@@ -59,9 +59,9 @@ Object stores (``gs://``) have no folders, no rename, no ``fsync`` and no locks;
   a copy + delete, so it costs a second transfer of the data; a killed process can leave
   the temporary *and* the new file.
 * :func:`install_dir` / :func:`staging_dir`: **not atomic.** The old folder is moved
-  aside and the new one moved in, object by object, in no guaranteed order; while that
-  runs a reader can find the final folder missing, partly moved aside or partly
-  installed, and a process killed in between can leave it so (the rest stays under
+  aside and the new one moved in, object by object (sub-folders' files first, the top
+  folder's own files last); while that runs a reader can find the final folder missing,
+  partly moved aside or partly installed, and a process killed in between can leave it so (the rest stays under
   :func:`temp_path` names until :func:`clean_stale_temps` removes it). Staging itself
   keeps its promise: nothing appears under the final name before the install starts.
   Where readers must never see a partial folder, write each version to a new name
@@ -645,12 +645,17 @@ def _exchange(a, b):
 
 def _move_remote(src, dst):
     """Moves a remote file or folder: each file renamed (on object stores: copied and
-    deleted) to the same place under ``dst``, folders made, then ``src`` removed."""
+    deleted) to the same place under ``dst``, folders made, then ``src`` removed.
+
+    The deepest folders' files go first and the top folder's own files last, so the
+    file a reader looks for first (a SavedModel's ``saved_model.pb``, a feature cache's
+    manifest) appears only after everything below it.
+    """
     gfile = _tf(src).io.gfile
     if not gfile.isdir(src):
         gfile.rename(src, dst, overwrite=True)
         return
-    for folder, _, files in gfile.walk(src):
+    for folder, _, files in gfile.walk(src, topdown=False):
         target = dst + folder[len(src):]
         gfile.makedirs(target)
         for name in files:

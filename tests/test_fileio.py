@@ -233,6 +233,25 @@ def test_install_dir_replaces_an_existing_folder_and_leaves_no_temp(root):
     assert fileio.listdir(root) == ["model"]
 
 
+def test_a_remote_install_moves_the_top_folders_own_files_last(monkeypatch):
+    tf = pytest.importorskip("tensorflow")
+    folder = f"ram://nasseg_test_{uuid.uuid4().hex}"
+    final = os.path.join(folder, "export", "1")
+    moved = []
+    rename = tf.io.gfile.rename
+    monkeypatch.setattr(tf.io.gfile, "rename", lambda src, dst, overwrite=False: (
+        moved.append(dst[len(final) + 1:]), rename(src, dst, overwrite))[1])
+    with fileio.staging_dir(final) as staging:
+        for name in ("saved_model.pb", "variables/variables.index",
+                     "variables/variables.data-00000-of-00001", "assets/vocab.txt"):
+            _write(os.path.join(staging, name))
+    assert moved[-1] == "saved_model.pb"  # what a model server waits for: last
+    assert sorted(moved) == ["assets/vocab.txt", "saved_model.pb",
+                             "variables/variables.data-00000-of-00001",
+                             "variables/variables.index"]
+    tf.io.gfile.rmtree(folder)
+
+
 def test_failure_inside_staging_dir_leaves_the_old_folder_and_no_temp(root):
     final = os.path.join(root, "model")
     _write(os.path.join(final, "saved_model.pb"), b"old")

@@ -213,11 +213,25 @@ def test_feature_cache_on_ram_is_built_once_without_a_lock(ram, caplog):
     assert _no_temporaries(root)
 
 
+def _tool_values(define_flags, body, argv):
+    """``body``'s keyword arguments as the tool parses ``argv`` (defaults included),
+    from flags defined on a private ``FlagValues``."""
+    import inspect
+
+    from absl import flags
+
+    values = flags.FlagValues()
+    define_flags(values)
+    values(["tool", *argv])
+    return {name: values[name].value for name in inspect.signature(body).parameters}
+
+
 @pytest.mark.slow
 def test_a_gs_style_run_trains_resumes_evaluates_and_exports_on_ram(ram, capsys):
     import gin_runs
     from nasseg_tf.cli import configs
     from nasseg_tf.cli import eval as eval_tool
+    from nasseg_tf.cli import export as export_tool
     from nasseg_tf.export import saved_model
 
     run = os.path.join(ram, "runs", "tiny")
@@ -240,24 +254,28 @@ def test_a_gs_style_run_trains_resumes_evaluates_and_exports_on_ram(ram, capsys)
         os.path.join(run, "config.gin"))
 
     capsys.readouterr()
-    eval_tool.evaluate([], [], run, None)  # nasseg-eval's body
+    eval_tool.evaluate(**_tool_values(eval_tool.define_flags, eval_tool.evaluate,
+                                      [f"--model_dir={run}"]))  # nasseg-eval's body
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["step"] == 2 and printed["num_images"] == 1
     assert fileio.read_json(os.path.join(run, "eval_results.json"))["step"] == 2
 
+    serving_base = os.path.join(ram, "serving")
+    for _ in range(2):  # nasseg-export's body: TF Serving's numbered version folders
+        export_tool.export(**_tool_values(export_tool.define_flags, export_tool.export,
+                                          [f"--model_dir={run}",
+                                           f"--export_dir={serving_base}"]))
+    assert saved_model.versions(serving_base) == [1, 2]
+    metadata = saved_model.load_metadata(serving_base)
+    assert metadata["source"]["step"] == 2 and metadata["source"]["model_dir"] == run
     model, info, step = gin_runs.restore(run)
-    assert step == 2
-    export_dir = saved_model.export_saved_model(model, os.path.join(ram, "export"))
-    serving = saved_model.load_serving(export_dir)
+    assert step == 2 and metadata["num_classes"] == info.num_classes
+    serving = saved_model.load_serving(serving_base)
     outputs = serving.signatures["serving_default"](images=tf.zeros([1, 32, 32, 3],
                                                                     tf.uint8))
     assert tuple(outputs["semantic"].shape) == (1, 32, 32)
     np.testing.assert_allclose(outputs["probabilities"], keras.ops.softmax(
         model(tf.zeros([1, 32, 32, 3])), axis=-1), atol=1e-5)
-    assert saved_model.load_metadata(export_dir)["num_classes"] == info.num_classes
-    serving_base = os.path.join(ram, "serving")
-    saved_model.export_version(model, serving_base)  # TF Serving's numbered folders
-    assert saved_model.versions(serving_base) == [1]
     assert _no_temporaries(ram)
     np.testing.assert_allclose(
         keras.saving.load_model(os.path.join(run, "model.keras"))(np.zeros(
