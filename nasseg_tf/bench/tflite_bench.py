@@ -67,7 +67,8 @@ def calibrate_batch_norm(model, images):
     With random weights the moving statistics do not match the activations, and the
     signal fades or explodes through a deep network; after this each batch norm
     normalises what reaches it, as training would make it, and the logits vary
-    across pixels and classes with a spread of order one.
+    across pixels and classes; finally the ``logits`` layer is scaled so the logits
+    have unit standard deviation over ``images``.
     """
     norms = [layer for layer in model._flatten_layers()  # pylint: disable=protected-access
              if isinstance(layer, keras.layers.BatchNormalization)]
@@ -79,6 +80,17 @@ def calibrate_batch_norm(model, images):
     finally:
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum
+    # Logits of unit spread, as a trained model's are of a few units (random heads
+    # can give tens, where softmax saturates and float rounding of the logits alone
+    # moves probabilities by 1e-4).
+    logits = next((layer for layer in model._flatten_layers()  # pylint: disable=protected-access
+                   if layer.name == "logits" and layer.weights), None)
+    if logits is not None:
+        spread = float(np.std(np.asarray(model(np.asarray(images, np.float32),
+                                                training=False))))
+        if spread > 0:
+            for weight in logits.weights:
+                weight.assign(np.asarray(weight) / spread)
     return model
 
 
@@ -119,8 +131,8 @@ def bench_tflite(model_name, input_size=(257, 257), num_classes=19, overrides=No
     else:
         model = scaled_random_weights(
             zoo.build(model_name, num_classes=num_classes, **(overrides or {})), seed)
-        calibrate_batch_norm(model, demo_images(4, input_size, seed=30_000 + seed))
-        weights = (f"scaled random (seed {seed}), batch-norm statistics of 4 demo "
+        calibrate_batch_norm(model, demo_images(16, input_size, seed=30_000 + seed))
+        weights = (f"scaled random (seed {seed}), batch-norm statistics of 16 demo "
                    "images")
     calibration = demo_images(num_calibration, input_size, seed=10_000 + seed)
     images = demo_images(num_eval, input_size, seed=20_000 + seed)
