@@ -80,6 +80,7 @@ def test_bad_flag_combinations_are_refused_before_any_work(tmp_path, flags, mess
     assert not os.path.exists(tmp_path / "serving")
 
 
+@pytest.mark.slow  # make test time (issue 13); run by make test-all
 def test_a_bad_flag_is_one_line_exit_2_and_writes_nothing(tmp_path):
     result = _tool("nasseg-export", tmp_path, "--model_dir=run", "--dataset=demo",
                    "--export_dir=serving", expect=2)

@@ -194,6 +194,7 @@ def test_bad_label_late_in_the_data_fails_before_the_first_step(tmp_path):
     assert not ckpts.exists() or not list(ckpts.glob("ckpt-*"))
 
 
+@pytest.mark.slow  # make test time (issue 13); run by make test-all
 def test_mixed_bfloat16_training_runs_and_restores_the_policy(tmp_path, data_dir):
     import keras  # pylint: disable=import-outside-toplevel
     configs.parse([TINY], [f"Data.data_dir = '{data_dir}'", "Training.steps = 2",
@@ -205,6 +206,7 @@ def test_mixed_bfloat16_training_runs_and_restores_the_policy(tmp_path, data_dir
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
+@pytest.mark.slow  # make test time (issue 13); run by make test-all
 def test_sync_batch_norm_binding_builds_synchronized_batch_norms(tmp_path, data_dir):
     import keras  # pylint: disable=import-outside-toplevel
 

@@ -469,6 +469,7 @@ def test_jax_backend_forward_matches_tensorflow(tmp_path):
     _close(np.load(tmp_path / "y.npy"), model(x, training=False), atol=1e-4)
 
 
+@pytest.mark.slow  # make test time (issue 13); run by make test-all
 def test_looped_layers_under_mirrored_strategy():
     # Layers 4-5 looped: each replica slices the mirrored variables, and the moving
     # statistics assigned after the loop reach every looped layer's own variables.
