@@ -57,6 +57,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     assert not [n for n in os.listdir(tmp_path) if ".tmp~" in n]
 
 
+@pytest.mark.slow  # make test time (issue 13); run by make test-all
 def test_import_then_export_and_fine_tune_with_the_logits_excluded(tmp_path):
     prefix = _checkpoint(str(tmp_path / "official"), 19)
     run = _run("nasseg-import-checkpoint", tmp_path, "--model=mobilenetv2_dpc",

@@ -124,6 +124,7 @@ def test_chief_and_two_workers_complete_the_search_without_duplicates(tmp_path, 
     assert "worker done" in _output(procs[1]) and "worker done" in _output(procs[2])
 
 
+@pytest.mark.slow  # make test time (issue 13); run by make test-all
 def test_killed_chief_restarts_without_losing_or_repeating_trials(tmp_path, launch):
     project, port = str(tmp_path / "search"), _free_port()
     bindings = SYNTHETIC + ("DPCSearch.max_trials = 10", "SyntheticObjective.seconds = 1.0")

@@ -218,6 +218,7 @@ def test_sync_batch_norm_binding_builds_synchronized_batch_norms(tmp_path, data_
     assert norms and all(n.synchronized for n in norms)
 
 
+@pytest.mark.slow  # make test time (issue 13); run by make test-all
 def test_scheduled_drop_path_progress_follows_the_training_step(tmp_path, data_dir):
     configs.parse([TINY], [
         f"Data.data_dir = '{data_dir}'", "Training.steps = 4",
