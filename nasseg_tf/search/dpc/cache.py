@@ -705,18 +705,23 @@ class FeatureCache:
 
 
 def mobilenet_v2_cache(cache_root, train_pattern, val_pattern, dataset_info, crop_size,
-                       depth_multiplier=1.0, output_stride=16, weights=None, **kwargs):
+                       depth_multiplier=1.0, output_stride=16, weights=None,
+                       explicit_padding=None, **kwargs):
     """A :class:`FeatureCache` of MobileNet-v2 features (the paper's proxy backbone).
 
     ``weights=None`` gives the documented seeded random init with BN calibration (no
     pretrained MobileNet-v2 weights ship with the package). Other keyword arguments go
-    to :class:`FeatureCache`.
+    to :class:`FeatureCache`. ``explicit_padding``: of the strided convs (None: the
+    backbone's default, symmetric; False: TensorFlow 'SAME', as the zoo's models under
+    the official numerics — set it so to cache features of a backbone trained in one).
     """
     # pylint: disable=import-outside-toplevel
     from nasseg_tf.models.mobilenet_v2 import mobilenet_v2_backbone
 
     config = {"output_stride": int(output_stride),
               "depth_multiplier": float(depth_multiplier)}
+    if explicit_padding is not None:  # only then: older caches keep their fingerprint
+        config["explicit_padding"] = bool(explicit_padding)
     return FeatureCache(cache_root, "mobilenet_v2", mobilenet_v2_backbone, config,
                         train_pattern, val_pattern, dataset_info, crop_size,
                         weights=weights, **kwargs)
@@ -741,12 +746,13 @@ class ProxyBackboneConfig:
     seed: int = 0
     train_crops_per_image: int = 1
     progress: bool = False
+    explicit_padding: bool = None
 
     def cache(self, cache_root, train_pattern, val_pattern, dataset_info):
         """The :class:`FeatureCache` of this backbone on the given data."""
         return mobilenet_v2_cache(
             cache_root, train_pattern, val_pattern, dataset_info, tuple(self.crop_size),
             depth_multiplier=self.depth_multiplier, output_stride=self.output_stride,
-            weights=self.weights, seed=self.seed,
+            weights=self.weights, explicit_padding=self.explicit_padding, seed=self.seed,
             train_crops_per_image=self.train_crops_per_image, progress=self.progress)
 

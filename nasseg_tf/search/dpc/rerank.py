@@ -25,6 +25,7 @@ from nasseg_tf.train import evaluation, strategies
 from nasseg_tf.train.experiment import TrainConfig
 from nasseg_tf.train.loop import TrainLoop
 from nasseg_tf.train.segmentation import SegmentationTask, make_learning_rate
+from nasseg_tf.train.warm_start import warm_start
 
 
 # --------------------------------------------------------------------------------------
@@ -56,19 +57,66 @@ def spearman(x, y):
     return float(np.sum(rx * ry) / denom) if denom > 0 else math.nan
 
 
+def spearman_bootstrap(x, y, draws=2000, level=0.9, seed=0):
+    """Percentile bootstrap interval of Spearman's ρ over the pairs (the cells).
+
+    ``draws`` resamples of the ``n`` pairs with replacement (seeded); resamples on
+    which ρ is undefined (one side constant) are left out. Returns ``(low, high)``,
+    the ``(1 − level)/2`` and ``(1 + level)/2`` quantiles of the defined ρ values
+    (numpy's default linear interpolation), or ``(nan, nan)`` when none is defined.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"spearman_bootstrap: need two 1-D sequences of equal length, "
+                         f"got shapes {x.shape} and {y.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"spearman_bootstrap: level must lie in (0, 1), got {level}")
+    n = len(x)
+    if n < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng([int(seed), 7_919])
+    values = []
+    for _ in range(int(draws)):
+        i = rng.integers(0, n, n)
+        rho = spearman(x[i], y[i])
+        if not math.isnan(rho):
+            values.append(rho)
+    if not values:
+        return math.nan, math.nan
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
 # --------------------------------------------------------------------------------------
 # Re-ranking.
 
 
-def rerank(rows, rerank_fn, project_dir, top_k, settings=None, verbose=True):
-    """Re-ranks the ``top_k`` leaderboard rows with ``rerank_fn`` (whole-model
-    fine-tuning, Chen et al. 2018 §3.3: the proxy's top 50).
+def select_rows(rows, count, spread=True):
+    """The leaderboard rows to re-rank: the best ``count`` or (``spread``) ``count``
+    rows at evenly spaced proxy ranks from the best to the worst (ρ over the top few
+    alone would say little about the proxy)."""
+    count = min(int(count), len(rows))
+    if not spread or count < 2:
+        return list(rows[:count])
+    last = len(rows) - 1
+    picks = sorted({int(round(i * last / (count - 1))) for i in range(count)})
+    return [rows[i] for i in picks]
+
+
+def rerank(rows, rerank_fn, project_dir, top_k, settings=None, verbose=True,
+           spread=False, bootstrap_seed=0):
+    """Re-ranks ``top_k`` leaderboard rows with ``rerank_fn`` (whole-model
+    fine-tuning, Chen et al. 2018 §3.3: the proxy's top 50): the best ``top_k``, or
+    with ``spread`` ``top_k`` rows spread evenly over the proxy ranking
+    (:func:`select_rows`).
 
     ``rerank_fn(cell, work_dir) -> dict(miou=...)``. Results go to
     ``<project_dir>/rerank.json`` after each model (a rerun with the same ``settings``
     skips the cells already done): every entry's proxy and re-ranked score and rank,
-    and the Spearman ρ between proxy and re-ranked scores. The winner is also written
-    to ``rerank_best_cell.json``.
+    and the Spearman ρ between proxy and re-ranked scores with its 90% percentile
+    bootstrap interval (``spearman_interval``, :func:`spearman_bootstrap` seeded with
+    ``bootstrap_seed``). The winner is also written to ``rerank_best_cell.json``.
     """
     path = os.path.join(project_dir, "rerank.json")
     settings = dict(settings or {})
@@ -82,18 +130,24 @@ def rerank(rows, rerank_fn, project_dir, top_k, settings=None, verbose=True):
     def write(final):
         scores = [(e["proxy_miou"], e["rerank_miou"]) for e in entries]
         rho = spearman(*zip(*scores)) if len(scores) >= 2 else math.nan
+        interval = (spearman_bootstrap(*zip(*scores), seed=bootstrap_seed)
+                    if final and len(scores) >= 2 else (math.nan, math.nan))
         order = sorted(range(len(entries)),
                        key=lambda i: (-entries[i]["rerank_miou"], entries[i]["proxy_rank"]))
         for position, i in enumerate(order, 1):
             entries[i]["rerank_rank"] = position
-        summary = {"settings": settings, "top_k": top_k, "complete": final,
-                   "spearman": None if math.isnan(rho) else rho, "entries": entries,
+        summary = {"settings": settings, "top_k": top_k, "spread": bool(spread),
+                   "complete": final, "spearman": None if math.isnan(rho) else rho,
+                   "spearman_interval": (None if math.isnan(interval[0])
+                                         else [interval[0], interval[1]]),
+                   "spearman_level": 0.9, "entries": entries,
                    "best": entries[order[0]] if entries else None}
         atomic_write_json(path, summary, indent=2)
         return summary
 
     summary = write(False)
-    for row in rows[:top_k]:
+    chosen = select_rows(rows, top_k, spread)
+    for row in chosen:
         key = (row["trial_id"], json.dumps(row["cell"]))
         if key in done:
             entries.append(done[key])
@@ -110,7 +164,7 @@ def rerank(rows, rerank_fn, project_dir, top_k, settings=None, verbose=True):
                         "seconds": round(time.time() - start, 3), "cell": row["cell"],
                         "describe": row["describe"]})
         if verbose:
-            print(f"[rerank] {len(entries)}/{min(top_k, len(rows))}: trial "
+            print(f"[rerank] {len(entries)}/{len(chosen)}: trial "
                   f"{row['trial_id']} proxy {row['val_miou']:.4f} -> fine-tuned "
                   f"{entries[-1]['rerank_miou']:.4f}", flush=True)
         summary = write(False)
@@ -128,40 +182,96 @@ def build_rerank_model(cell, num_classes, model_name="mobilenetv2_dpc", override
                      **dict(overrides or {}))
 
 
-def finetune_rerank_fn(info, train_pattern, val_pattern, steps, batch_size, crop_size,
-                       learning_rate, model_name="mobilenetv2_dpc", model_overrides=None,
-                       eval_images=None, seed=0):
-    """The default ``rerank_fn``: trains the whole model for ``steps`` steps (poly LR
-    from ``learning_rate``, DeepLab's recipe otherwise) and returns its val mIoU.
+def short_run_bn_momentum(steps):
+    """BN moving-average momentum for a run of ``steps`` steps: ``min(0.9997,
+    1 − 10/steps)``, as the proxy's (with DeepLab's 0.9997 a 40-step run leaves the
+    moving statistics at ~99% of their initial values, and evaluation, which uses
+    them, sees features scaled by a random init's statistics: constant predictions)."""
+    return min(0.9997, max(0.0, 1.0 - 10.0 / max(int(steps), 1)))
 
-    Checkpoints go to ``work_dir/checkpoints``, so an interrupted re-ranking resumes.
-    The input pipeline's other settings (scale augmentation, shuffle buffer) are
-    ``Training``'s (gin-configurable, DeepLab defaults).
-    """
+
+def train_whole_model(model_fn, info, train_pattern, work_dir, steps, batch_size,
+                      crop_size, learning_rate, seed=0, init_checkpoint=None,
+                      init_exclude=()):
+    """Trains ``model_fn()`` with the one training loop (poly LR from
+    ``learning_rate``, DeepLab's recipe otherwise; ``Training``'s input settings)
+    into ``work_dir`` (checkpoints: a rerun resumes; the last step is saved).
+    ``init_checkpoint`` warm-starts the model (:func:`~nasseg_tf.train.warm_start.
+    warm_start`, ``init_exclude`` left out) when ``work_dir`` holds no checkpoint yet.
+    Returns the trained model."""
     cfg = TrainConfig(steps=int(steps), batch_size=int(batch_size),
                       crop_size=tuple(crop_size), learning_rate=float(learning_rate),
                       seed=int(seed), checkpoint_every=0, summary_every=50)
+    init_fn = None
+    if init_checkpoint and not fileio.exists(os.path.join(work_dir, "checkpoints")):
+        init_fn = lambda model: warm_start(model, init_checkpoint,  # noqa: E731
+                                           tuple(init_exclude))
+    task = SegmentationTask(
+        model_fn=model_fn, input_fn=train_input_fn(info, train_pattern, cfg),
+        learning_rate=make_learning_rate("poly", cfg.learning_rate, cfg.steps, 0.0, 0.9,
+                                         0),
+        momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        ignore_label=info.ignore_label, total_steps=cfg.steps, init_fn=init_fn)
+    loop = TrainLoop(task, strategies.make_strategy("default"), work_dir, cfg.steps,
+                     checkpoint_every=0, summary_every=cfg.summary_every, progress=False)
+    loop.run()
+    return task.model
+
+
+def _with_bn_momentum(overrides, steps):
+    overrides = dict(overrides or {})
+    overrides.setdefault("bn_momentum", short_run_bn_momentum(steps))
+    return overrides
+
+
+def train_backbone(info, train_pattern, work_dir, steps, batch_size, crop_size,
+                   learning_rate, model_name="mobilenetv2_aspp", model_overrides=None,
+                   seed=0):
+    """The proxy's backbone trained on the target task before the search (Chen et al.
+    2018 §3.3: the proxy features come from a network trained for the task):
+    ``model_name`` (MobileNet-v2 + ASPP) trained for ``steps`` in ``work_dir`` — a
+    training run that :class:`~nasseg_tf.search.dpc.cache.ProxyBackboneConfig`'s
+    ``weights`` and the re-ranking's warm start read. Resumes; returns ``work_dir``."""
+    overrides = _with_bn_momentum(model_overrides, steps)
+    train_whole_model(
+        lambda: zoo.build(model_name, num_classes=info.num_classes, **overrides),
+        info, train_pattern, work_dir, steps, batch_size, crop_size, learning_rate,
+        seed=seed)
+    return work_dir
+
+
+#: What a re-ranked model takes from the trained proxy backbone: everything but the
+#: context module and the logits (the backbone's ASPP is not the cell's DPC).
+RERANK_INIT_EXCLUDE = (r"context/.*", r"logits/.*")
+
+
+def finetune_rerank_fn(info, train_pattern, val_pattern, steps, batch_size, crop_size,
+                       learning_rate, model_name="mobilenetv2_dpc", model_overrides=None,
+                       eval_images=None, seed=0, init_checkpoint=None):
+    """The default ``rerank_fn``: trains the whole model for ``steps`` steps
+    (:func:`train_whole_model`) and returns its val mIoU.
+
+    ``init_checkpoint``: the trained proxy backbone (:func:`train_backbone`); the model
+    starts from its weights except :data:`RERANK_INIT_EXCLUDE` (the paper fine-tunes
+    whole models from the trained backbone; from a random init a short budget scores
+    at or below the majority class). Batch norms get :func:`short_run_bn_momentum`
+    unless ``model_overrides`` sets ``bn_momentum``. Checkpoints go to
+    ``work_dir/checkpoints``, so an interrupted re-ranking resumes.
+    """
+    overrides = _with_bn_momentum(model_overrides, steps)
 
     def rerank_fn(cell, work_dir):
-        strategy = strategies.make_strategy("default")
-        task = SegmentationTask(
-            model_fn=lambda: build_rerank_model(cell, info.num_classes, model_name,
-                                                model_overrides),
-            input_fn=train_input_fn(info, train_pattern, cfg),
-            learning_rate=make_learning_rate("poly", cfg.learning_rate, cfg.steps, 0.0,
-                                             0.9, 0),
-            momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-            ignore_label=info.ignore_label, total_steps=cfg.steps)
-        loop = TrainLoop(task, strategy, work_dir, cfg.steps, checkpoint_every=0,
-                         summary_every=cfg.summary_every, progress=False)
-        loop.run()
+        model = train_whole_model(
+            lambda: build_rerank_model(cell, info.num_classes, model_name, overrides),
+            info, train_pattern, work_dir, steps, batch_size, crop_size, learning_rate,
+            seed=seed, init_checkpoint=init_checkpoint, init_exclude=RERANK_INIT_EXCLUDE)
         dataset = build_dataset(val_pattern, num_classes=info.num_classes,
                                 ignore_label=info.ignore_label, training=False)
-        results = evaluation.evaluate(task.model, dataset, info.num_classes,
+        results = evaluation.evaluate(model, dataset, info.num_classes,
                                       ignore_label=info.ignore_label,
                                       max_images=eval_images, progress=False)
         atomic_write_json(os.path.join(work_dir, "eval_results.json"),
-                          {"miou": results["miou"], "steps": cfg.steps}, indent=2)
+                          {"miou": results["miou"], "steps": int(steps)}, indent=2)
         return {"miou": float(results["miou"])}
 
     return rerank_fn

@@ -26,7 +26,8 @@ from nasseg_tf.search.dpc.objectives import (OBJECTIVES, SyntheticObjectiveConfi
                                              make_objective)
 from nasseg_tf.search.dpc.oracles import make_oracle
 from nasseg_tf.search.dpc.proxy import ProxyConfig
-from nasseg_tf.search.dpc.rerank import finetune_rerank_fn, random_baseline, rerank
+from nasseg_tf.search.dpc.rerank import (finetune_rerank_fn, random_baseline, rerank,
+                                         train_backbone)
 from nasseg_tf.search.dpc.tuner import DPCTuner, role
 from nasseg_tf.search_space.dpc import SEARCH_GRIDS, SEARCH_RATES, DPCSearchSpace
 
@@ -46,7 +47,17 @@ class DPCSearchConfig:
     rewrite interval. Re-ranking (0 = off; the paper: 50): ``rerank_top_k``,
     ``rerank_steps``, ``rerank_batch_size``, ``rerank_crop_size``,
     ``rerank_learning_rate``, ``rerank_model`` (a zoo name taking ``dpc_cell``) and
-    ``rerank_model_overrides``, ``rerank_eval_images``. ``random_baseline``: after
+    ``rerank_model_overrides``, ``rerank_eval_images``; ``rerank_spread``: re-rank
+    cells spread evenly over the proxy ranking instead of the best ``rerank_top_k``
+    (Spearman ρ over the top few says little); ``rerank_init_checkpoint``: the weights
+    a re-ranked model starts from (default: the trained proxy backbone, when
+    ``backbone_steps > 0``). Backbone stage (the paper's proxy backbone is trained on
+    the task first): ``backbone_steps > 0`` trains ``backbone_model`` (MobileNet-v2 +
+    ASPP at ``ProxyBackbone``'s depth multiplier and output stride, plus
+    ``backbone_model_overrides``) with ``backbone_batch_size``, ``backbone_crop_size``,
+    ``backbone_learning_rate`` into ``<model_dir>/backbone`` (resumes) before the
+    search, and the feature cache uses it (``ProxyBackbone.weights``; 0 = off: the
+    backbone is ``ProxyBackbone.weights`` or a random init). ``random_baseline``: after
     the search, score this many fresh random cells with the full budget and compare
     their median with the best searched cell
     (:func:`~nasseg_tf.search.dpc.rerank.random_baseline`; 0 = off).
@@ -80,6 +91,14 @@ class DPCSearchConfig:
     rerank_model: str = "mobilenetv2_dpc"
     rerank_model_overrides: dict = None
     rerank_eval_images: int = None
+    rerank_spread: bool = False
+    rerank_init_checkpoint: str = None
+    backbone_steps: int = 0
+    backbone_batch_size: int = 8
+    backbone_crop_size: tuple = (513, 513)
+    backbone_learning_rate: float = 0.01
+    backbone_model: str = "mobilenetv2_aspp"
+    backbone_model_overrides: dict = None
     random_baseline: int = 0
     verbose: bool = True
 
@@ -88,7 +107,16 @@ class DPCSearchConfig:
                 "crop_size": list(self.rerank_crop_size),
                 "learning_rate": self.rerank_learning_rate, "model": self.rerank_model,
                 "model_overrides": dict(self.rerank_model_overrides or {}),
-                "eval_images": self.rerank_eval_images}
+                "eval_images": self.rerank_eval_images, "spread": self.rerank_spread,
+                "init_checkpoint": self.rerank_init_checkpoint,
+                "backbone_steps": self.backbone_steps}
+
+    def backbone_overrides(self, backbone):
+        """The backbone model's zoo overrides: ``ProxyBackbone``'s depth multiplier
+        and output stride, then ``backbone_model_overrides``."""
+        return {"depth_multiplier": backbone.depth_multiplier,
+                "output_stride": backbone.output_stride,
+                **dict(self.backbone_model_overrides or {})}
 
 
 def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
@@ -135,6 +163,21 @@ def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
     if this_role != "worker":
         runfiles.write_run_files(model_dir, [cfg, data.absolute(), proxy, backbone,
                                              synthetic], argv)
+    backbone_dir = None
+    if cfg.backbone_steps > 0:
+        backbone_dir = os.path.join(fileio.abspath(model_dir), "backbone")
+        if this_role != "worker":  # workers read the chief's (start them after it)
+            info, train, _ = data.resolve(model_dir)
+            if cfg.verbose:
+                print(f"[backbone] training {cfg.backbone_model} on the task for "
+                      f"{cfg.backbone_steps} steps in {backbone_dir} ...", flush=True)
+            train_backbone(info, train, backbone_dir, cfg.backbone_steps,
+                           cfg.backbone_batch_size, cfg.backbone_crop_size,
+                           cfg.backbone_learning_rate, cfg.backbone_model,
+                           cfg.backbone_overrides(backbone), cfg.seed)
+        # The zoo's models pad strided convs as TensorFlow does: cache the same.
+        backbone = dataclasses.replace(backbone, weights=backbone_dir,
+                                       explicit_padding=False)
     if objective_fn is None:
         objective_fn = make_objective(cfg.objective, space=space, project_dir=model_dir,
                                       data=data, cache_dir=cfg.cache_dir, proxy=proxy,
@@ -163,8 +206,10 @@ def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
             rerank_fn = finetune_rerank_fn(
                 info, train, val, cfg.rerank_steps, cfg.rerank_batch_size,
                 cfg.rerank_crop_size, cfg.rerank_learning_rate, cfg.rerank_model,
-                cfg.rerank_model_overrides, cfg.rerank_eval_images, cfg.seed)
+                cfg.rerank_model_overrides, cfg.rerank_eval_images, cfg.seed,
+                init_checkpoint=cfg.rerank_init_checkpoint or backbone_dir)
         summary = rerank(rows, rerank_fn, model_dir, cfg.rerank_top_k,
-                         settings=cfg.rerank_settings(), verbose=cfg.verbose)
+                         settings=cfg.rerank_settings(), verbose=cfg.verbose,
+                         spread=cfg.rerank_spread, bootstrap_seed=cfg.seed)
     return {"role": this_role, "leaderboard": rows, "rerank": summary, "oracle": oracle,
             "baseline": baseline}

@@ -5,7 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from nasseg_tf.search.dpc.rerank import average_ranks, random_baseline, spearman
+import itertools
+
+from nasseg_tf.search.dpc.rerank import (average_ranks, random_baseline, select_rows,
+                                         short_run_bn_momentum, spearman,
+                                         spearman_bootstrap)
 from nasseg_tf.search_space.dpc import DPCSearchSpace
 
 
@@ -25,6 +29,53 @@ def test_spearman_hand_example_with_ties():
     d2 = np.sum((x - y) ** 2.0)  # no ties: 1 - 6 sum d^2 / (n (n^2 - 1))
     assert spearman(x, y) == pytest.approx(1 - 6 * d2 / (20 * (20 ** 2 - 1)))
 
+
+def _exact_bootstrap(x, y):
+    """Every one of the n**n equally likely resamples: the defined rho values."""
+    x, y, n = np.asarray(x), np.asarray(y), len(x)
+    values = []
+    for index in itertools.product(range(n), repeat=n):
+        rho = spearman(x[list(index)], y[list(index)])
+        if not math.isnan(rho):
+            values.append(rho)
+    return np.sort(values)
+
+
+def test_spearman_bootstrap_interval_equals_brute_force():
+    x, y = [0.1, 0.4, 0.2, 0.3], [1.0, 3.0, 4.0, 2.0]  # rho = 0.4
+    exact = _exact_bootstrap(x, y)
+    atoms, counts = np.unique(np.round(exact, 12), return_counts=True)
+    cdf = np.cumsum(counts) / len(exact)
+    # The exact 5% and 95% quantiles: the atoms where the CDF crosses the levels, far
+    # enough from any jump that 5000 draws cannot land on the neighbouring atom.
+    low = atoms[np.searchsorted(cdf, 0.05)]
+    high = atoms[np.searchsorted(cdf, 0.95)]
+    assert min(abs(cdf - 0.05).min(), abs(cdf - 0.95).min()) > 0.01
+    got = spearman_bootstrap(x, y, draws=5000, level=0.9, seed=3)
+    assert got == pytest.approx((low, high), abs=1e-9)
+    assert low < spearman(x, y) < high
+    assert spearman_bootstrap(x, y, draws=500, seed=1) == spearman_bootstrap(
+        x, y, draws=500, seed=1)
+
+
+def test_spearman_bootstrap_of_a_monotone_relation_is_one():
+    assert spearman_bootstrap([1, 2, 3, 4, 5], [2, 4, 8, 16, 32], draws=300) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in spearman_bootstrap([1, 1], [1, 2], draws=50))
+    with pytest.raises(ValueError, match="level"):
+        spearman_bootstrap([1, 2], [1, 2], level=1.5)
+
+
+def test_select_rows_spreads_over_the_ranking():
+    rows = [{"rank": i + 1} for i in range(12)]
+    assert [r["rank"] for r in select_rows(rows, 8)] == [1, 3, 4, 6, 7, 9, 10, 12]
+    assert [r["rank"] for r in select_rows(rows, 3, spread=False)] == [1, 2, 3]
+    assert [r["rank"] for r in select_rows(rows, 20)] == list(range(1, 13))
+    assert [r["rank"] for r in select_rows(rows, 1)] == [1]
+
+
+def test_short_runs_get_fast_batch_norm_averages():
+    assert short_run_bn_momentum(20) == pytest.approx(0.5)
+    assert short_run_bn_momentum(10 ** 6) == 0.9997  # DeepLab's at long budgets
 
 
 def test_random_baseline_scores_fresh_cells_once_and_resumes(tmp_path):

@@ -90,6 +90,13 @@ def test_tuner_writes_trials_leaderboard_top_cells_and_rerank(tmp_path):
     again = rerank(rows, must_not_run, project, top_k=5, settings={"steps": 3},
                              verbose=False)
     assert again["entries"] == entries
+    lo, hi = saved["spearman_interval"]
+    assert lo <= saved["spearman"] <= hi
+
+    # Spread over the ranking: evenly spaced proxy ranks, first and last included.
+    spread = rerank(rows, fake_finetune, project, top_k=4, settings={"steps": 4},
+                    verbose=False, spread=True)
+    assert [e["proxy_rank"] for e in spread["entries"]] == [1, 5, 10, 14]
 
 
 def test_unknown_objective_lists_the_known_ones():
