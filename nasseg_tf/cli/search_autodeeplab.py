@@ -9,17 +9,101 @@ Rerunning resumes from the latest checkpoint (weights, α, β, both optimizers, 
 data position). --model_dir receives genotype.json (updated at every decode),
 genotypes/step_*.json, cell.png, path.png, checkpoints/, train/ and arch/ (TensorBoard),
 config.gin, operative_config.gin and run_info.json.
+
+Random baseline (does the search beat chance at equal budget?):
+    nasseg-search-autodeeplab --random_baseline=8 --retrain_dir=runs/retrain \
+        --model_dir=runs/baseline [--baseline_seed=0]
+
+draws 8 distinct architectures uniformly from the searched space (cell, and path
+uniform over the legal paths), retrains each from scratch with the retrain run's
+exact configuration (its config.gin: steps, batch, crop, schedule, data; --gin_file /
+--gin_bindings apply on top, to the searched model's evaluation as well), and reports
+the searched model's mIoU against theirs (mean, std, min, max, its rank) in
+--model_dir/random_baseline.json. A rerun resumes at the first unfinished one.
 """
 
+import os
 import sys
+
+from absl import flags
 
 from nasseg_tf.cli import common
 
 
-def search(gin_file, gin_bindings, model_dir):
-    """The tool's body: run the search, print the decoded architecture."""
+def define_flags(flag_values=flags.FLAGS):
+    common.define_gin_flags(flag_values)
+    flags.DEFINE_integer("random_baseline", 0, "K > 0: instead of searching, retrain K "
+                         "random architectures at the budget of --retrain_dir.",
+                         lower_bound=0, flag_values=flag_values)
+    flags.DEFINE_string("retrain_dir", None, "The nasseg-train run of the searched "
+                        "genotype (with --random_baseline).", flag_values=flag_values)
+    flags.DEFINE_integer("baseline_seed", 0, "Seed of the random architectures.",
+                         flag_values=flag_values)
+
+
+def searched_result(retrain_dir, groups):
+    """The searched genotype and its mIoU after the retrain run's full budget (its
+    ``eval_results.json`` of the last step, else an evaluation of its checkpoint)."""
+    # pylint: disable=import-outside-toplevel
+    from nasseg_tf import fileio
+    from nasseg_tf.train import experiment
+
+    model, training = groups["model"], groups["training"]
+    _, genotype, _ = model._architecture(retrain_dir)  # pylint: disable=protected-access
+    if genotype is None:
+        raise ValueError(f"{retrain_dir}/config.gin: Model has no genotype; "
+                         "--retrain_dir must be a retrain of a searched genotype")
+    results_path = os.path.join(retrain_dir, "eval_results.json")
+    results = fileio.read_json(results_path) if fileio.exists(results_path) else {}
+    if results.get("step") != training.steps:
+        results = experiment.evaluate_model_dir(
+            retrain_dir, model, groups["data"], groups["evaluation"], progress=False)
+    if results.get("step") != training.steps:
+        raise ValueError(f"{retrain_dir}: trained {results.get('step')} of "
+                         f"{training.steps} steps; finish the retrain first")
+    return genotype, float(results["miou"])
+
+
+def baseline(gin_file, gin_bindings, model_dir, retrain_dir, count, seed):
+    """``--random_baseline``: retrain ``count`` random architectures, print the report."""
+    # pylint: disable=import-outside-toplevel
+    import dataclasses
+
+    from nasseg_tf.cli import configs
+    from nasseg_tf.search.autodeeplab import baseline as baseline_lib
+
+    if not retrain_dir:
+        raise ValueError("--random_baseline needs --retrain_dir (the nasseg-train run of "
+                         "the searched genotype)")
+    configs.load_run(retrain_dir, gin_file, gin_bindings)
+    groups = configs.bound("model", "data", "training", "evaluation")
+    genotype, miou = searched_result(retrain_dir, groups)
+    data = groups["data"].in_run(retrain_dir)
+    result = baseline_lib.random_baseline(
+        model_dir, genotype,
+        baseline_lib.make_retrain_fn(groups["model"], data, groups["training"],
+                                     groups["evaluation"]),
+        count, seed=seed, searched_miou=miou,
+        settings={"training": dataclasses.asdict(groups["training"]),
+                  "evaluation": dataclasses.asdict(groups["evaluation"])})
+    print("nasseg-search-autodeeplab: random baseline")
+    for line in baseline_lib.report_lines(result):
+        print(f"  {line}")
+    print(f"  results: {model_dir}/{baseline_lib.RESULTS_FILE}")
+
+
+def search(gin_file, gin_bindings, model_dir, random_baseline=0, retrain_dir=None,
+           baseline_seed=0):
+    """The tool's body: run the search, print the decoded architecture (or, with
+    ``random_baseline``, the random baseline of a retrained search)."""
     # pylint: disable=import-outside-toplevel
     from nasseg_tf.cli import configs
+
+    if random_baseline:
+        return baseline(gin_file, gin_bindings, model_dir, retrain_dir, random_baseline,
+                        baseline_seed)
+    if retrain_dir:
+        raise ValueError("--retrain_dir is only used with --random_baseline=K")
     from nasseg_tf.search.autodeeplab import run as autodeeplab_run
 
     configs.parse(gin_file, gin_bindings)
@@ -40,7 +124,7 @@ main = common.make_main("nasseg-search-autodeeplab", search,
 
 def run():
     """Console-script entry point."""
-    common.run_tool(__doc__, common.define_gin_flags, main)
+    common.run_tool(__doc__, define_flags, main)
 
 
 if __name__ == "__main__":
