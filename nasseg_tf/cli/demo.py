@@ -12,7 +12,9 @@ On the procedural street-scene dataset (generated on first use) it:
    with pictures of the cell and of the path;
 3. retrains the searched cell on the searched path from scratch with the one training
    loop (``demo/train_demo.gin`` + ``Model.genotype = search/genotype.json``);
-4. evaluates it (mIoU, per-class IoU) against the majority-class baseline;
+4. evaluates it (mIoU, per-class IoU) against the majority-class baseline, and
+   retrains ``--random_baseline`` random architectures of the same space at equal
+   budget (``random_baseline/``; ``--baseline_steps``: see :data:`BASELINE_STEPS`);
 5. exports a SavedModel, reloads it and segments a held-out image into PNGs;
 6. runs a tiny DPC search (``search/dpc_demo.gin``): a dozen Dense Prediction
    Cells trained on cached features of a small MobileNet-v2, then fresh random cells
@@ -38,6 +40,16 @@ from nasseg_tf.cli import common
 DEMO_GIN = os.path.join("demo", "train_demo.gin")
 SEARCH_GIN = os.path.join("search", "autodeeplab_demo.gin")
 DPC_GIN = os.path.join("search", "dpc_demo.gin")
+#: Random architectures retrained beside the searched one (K; 0: none).
+RANDOM_BASELINE = 2
+#: Their training budget. 0 would be the retrain's own 600 steps, but K = 2 of those
+#: would add about 4 minutes and take the demo past 8. At this shorter budget the
+#: searched architecture is retrained again, so that all K + 1 share every setting
+#: (steps, batch, crop, schedule, evaluation); the stage then took 88 s on the shared
+#: 2-core machine (73 CPU-s). Sixty steps is a weak budget: the comparison says
+#: little beyond "the chain runs"; ``nasseg-search-autodeeplab --random_baseline``
+#: compares at the full budget.
+BASELINE_STEPS = 60
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -49,6 +61,12 @@ def define_flags(flag_values=flags.FLAGS):
                               flag_values=flag_values)
     flags.DEFINE_multi_string("dpc_bindings", [], "Extra gin bindings for the DPC search.",
                               flag_values=flag_values)
+    flags.DEFINE_integer("random_baseline", RANDOM_BASELINE, "Random Auto-DeepLab "
+                         "architectures retrained at the searched one's budget (0: none).",
+                         lower_bound=0, flag_values=flag_values)
+    flags.DEFINE_integer("baseline_steps", BASELINE_STEPS, "Their training steps (0: the "
+                         "retrain's; otherwise the searched one is retrained at it too).",
+                         lower_bound=0, flag_values=flag_values)
 
 
 def recipe(name):
@@ -59,7 +77,38 @@ def recipe(name):
     return configs.resolve_gin_file(os.path.join(configs.RECIPES_DIR, name))
 
 
-def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), log=print):
+def random_baseline_stage(baseline_dir, genotype, groups, searched_miou, count, steps,
+                          log=print):
+    """Retrains ``count`` random architectures with the searched retrain's configuration
+    (``groups``); ``steps`` > 0 shortens the budget of all of them and of the searched
+    architecture, retrained again here. Returns the baseline's results (or None)."""
+    import dataclasses  # pylint: disable=import-outside-toplevel
+
+    from nasseg_tf.search.autodeeplab import baseline  # pylint: disable=import-outside-toplevel
+
+    if not count:
+        return None
+    cfg, evaluation = groups["training"], groups["evaluation"]
+    evaluation = dataclasses.replace(evaluation, num_pictures=0)  # mIoU as before
+    if steps and steps != cfg.steps:
+        cfg, searched_miou = dataclasses.replace(cfg, steps=steps), None
+    log(f"      random baseline: {count} random architectures of the searched space "
+        f"retrained for {cfg.steps} steps (batch {cfg.batch_size}, crops "
+        f"{cfg.crop_size[0]}x{cfg.crop_size[1]})"
+        + (" as is the searched one again ..." if searched_miou is None else " ..."))
+    result = baseline.random_baseline(
+        baseline_dir, genotype,
+        baseline.make_retrain_fn(groups["model"], groups["data"], cfg, evaluation),
+        count, settings={"training": dataclasses.asdict(cfg),
+                         "evaluation": dataclasses.asdict(evaluation)},
+        searched_miou=searched_miou, verbose=False)
+    for line in baseline.report_lines(result):
+        log(f"      {line}")
+    return result
+
+
+def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), log=print,
+             random_baseline=RANDOM_BASELINE, baseline_steps=BASELINE_STEPS):
     """Runs the demo; returns a dict with the scores and the files written."""
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -70,6 +119,7 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
     from nasseg_tf.cli.zoo_tool import describe_model, describe_text
     from nasseg_tf.data import build_dataset
     from nasseg_tf.export import dataset_metadata, export_saved_model, load_serving
+    from nasseg_tf.search.autodeeplab import baseline as autodeeplab_baseline
     from nasseg_tf.search.autodeeplab import run as autodeeplab_run
     from nasseg_tf.search.dpc import run as dpc_run
     from nasseg_tf.train import experiment, metrics
@@ -122,6 +172,10 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
         np.asarray(results["confusion_matrix"]), info.class_names)
     for name, iou in results["per_class_iou"].items():
         log(f"      {name:12s} IoU {'-' if iou is None else f'{iou:.3f}'}")
+    versus = random_baseline_stage(os.path.join(output_dir, "random_baseline"), genotype,
+                                   groups, results["miou"], random_baseline,
+                                   baseline_steps, log)
+    log(f"      {time.time() - t_start:.0f}s so far")
 
     export_dir = os.path.join(output_dir, "export")
     log(f"[5/7] exporting a SavedModel to {export_dir} ...")
@@ -165,16 +219,22 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
     log(f"searched architecture ({genotype_path}):")
     for line in genotype.describe():
         log(f"  {line}")
+    if versus is not None:
+        for line in ["searched vs random Auto-DeepLab architectures at equal budget:"] + [
+                f"  {line}" for line in autodeeplab_baseline.report_lines(versus)]:
+            log(line)
     log(f"demo: mIoU {results['miou']:.3f} (majority-class baseline {baseline['miou']:.3f})")
     return {"miou": results["miou"], "baseline_miou": baseline["miou"],
             "overlay": overlay_path, "export_dir": export_dir, "run_dir": run_dir,
             "search_dir": search_dir, "genotype": genotype, "model": model,
-            "dpc_dir": dpc_dir, "dpc_leaderboard": rows}
+            "dpc_dir": dpc_dir, "dpc_leaderboard": rows, "random_baseline": versus}
 
 
-def demo(output_dir, gin_bindings, search_bindings, dpc_bindings):
+def demo(output_dir, gin_bindings, search_bindings, dpc_bindings,
+         random_baseline=RANDOM_BASELINE, baseline_steps=BASELINE_STEPS):
     """The tool's body."""
-    run_demo(output_dir, gin_bindings, search_bindings, dpc_bindings)
+    run_demo(output_dir, gin_bindings, search_bindings, dpc_bindings,
+             random_baseline=random_baseline, baseline_steps=baseline_steps)
 
 
 main = common.make_main("nasseg-demo", demo)

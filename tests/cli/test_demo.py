@@ -29,7 +29,7 @@ def test_demo_searches_retrains_the_result_and_reports(tmp_path):
                              "Proxy.filters = 8", "Proxy.batch_size = 2",
                              "DPCSearch.max_trials = 2", "DPCSearch.random_baseline = 1",
                              "DPCSearch.rerank_top_k = 0"],
-        log=lines.append)
+        log=lines.append, random_baseline=1, baseline_steps=0)
     searched = load_genotype(os.path.join(out["search_dir"], "genotype.json"))
     assert searched == out["genotype"] and len(searched.path) == 3
     # The retrained model is the searched one: its 3-layer path, not the gin's 'path'.
@@ -43,5 +43,11 @@ def test_demo_searches_retrains_the_result_and_reports(tmp_path):
     assert len(out["dpc_leaderboard"]) == 2
     assert os.path.exists(os.path.join(out["dpc_dir"], "best_cell.json"))
     assert "median of 1 random cells" in text
+    # One random Auto-DeepLab architecture at the retrain's budget, reported at the end.
+    versus = out["random_baseline"]
+    assert versus["complete"] and versus["searched"]["miou"] == out["miou"]
+    assert len(load_genotype(versus["entries"][0]["genotype"]).path) == 3
+    assert text.index("searched vs random") < text.index("demo: mIoU")
+    assert "rank" in lines[-3] and "not a distribution" in lines[-2]
     for name in ("cell.png", "path.png"):
         assert os.path.getsize(os.path.join(out["search_dir"], name)) > 1000
