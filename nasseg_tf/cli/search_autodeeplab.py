@@ -66,15 +66,15 @@ def searched_result(retrain_dir, groups):
 
 def baseline(gin_file, gin_bindings, model_dir, retrain_dir, count, seed):
     """``--random_baseline``: retrain ``count`` random architectures, print the report."""
+    if not retrain_dir:
+        raise ValueError("--random_baseline needs --retrain_dir (the nasseg-train run of "
+                         "the searched genotype)")
     # pylint: disable=import-outside-toplevel
     import dataclasses
 
     from nasseg_tf.cli import configs
     from nasseg_tf.search.autodeeplab import baseline as baseline_lib
 
-    if not retrain_dir:
-        raise ValueError("--random_baseline needs --retrain_dir (the nasseg-train run of "
-                         "the searched genotype)")
     configs.load_run(retrain_dir, gin_file, gin_bindings)
     groups = configs.bound("model", "data", "training", "evaluation")
     genotype, miou = searched_result(retrain_dir, groups)

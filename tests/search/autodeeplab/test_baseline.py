@@ -156,3 +156,21 @@ def test_cli_random_baseline_needs_a_retrain_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.gin"):
         search_autodeeplab.search([], [], str(tmp_path), random_baseline=2,
                                   retrain_dir=str(tmp_path / "nothing"))
+
+
+@pytest.mark.slow
+def test_cli_bad_baseline_flags_are_one_line_and_exit_2(tmp_path):
+    tool = os.path.join(os.path.dirname(sys.executable), "nasseg-search-autodeeplab")
+    for flags, message in [
+            (["--random_baseline=2"], "needs --retrain_dir"),
+            (["--random_baseline=2", f"--retrain_dir={tmp_path / 'none'}"], "config.gin"),
+            (["--random_baseline=-1"], "random_baseline")]:
+        done = subprocess.run([tool, f"--model_dir={tmp_path / 'out'}", *flags],
+                              cwd=str(tmp_path), capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], lines
+        assert lines[0].startswith("nasseg-search-autodeeplab: error:")
+    assert not os.path.exists(tmp_path / "out" / baseline.RESULTS_FILE)
+
