@@ -46,10 +46,11 @@ def searched_result(retrain_dir, groups):
     ``eval_results.json`` of the last step, else an evaluation of its checkpoint)."""
     # pylint: disable=import-outside-toplevel
     from nasseg_tf import fileio
+    from nasseg_tf.search_space.genotypes import NetworkGenotype
     from nasseg_tf.train import experiment
 
     model, training = groups["model"], groups["training"]
-    _, genotype, _ = model._architecture(retrain_dir)  # pylint: disable=protected-access
+    genotype = model.architecture(base_dir=retrain_dir)["genotype"]
     if genotype is None:
         raise ValueError(f"{retrain_dir}/config.gin: Model has no genotype; "
                          "--retrain_dir must be a retrain of a searched genotype")
@@ -61,7 +62,7 @@ def searched_result(retrain_dir, groups):
     if results.get("step") != training.steps:
         raise ValueError(f"{retrain_dir}: trained {results.get('step')} of "
                          f"{training.steps} steps; finish the retrain first")
-    return genotype, float(results["miou"])
+    return NetworkGenotype.from_config(genotype), float(results["miou"])
 
 
 def baseline(gin_file, gin_bindings, model_dir, retrain_dir, count, seed):

@@ -109,9 +109,10 @@ def random_baseline(project_dir, searched, retrain_fn, count, seed=0, searched_m
         previous = {}
     done = {architecture_key(NetworkGenotype.from_config(e["genotype"])): e
             for e in previous.get("entries", [])}
-    state = {"searched": previous.get("searched") or {
-        "genotype": searched.to_config(), "miou": searched_miou,
-        "retrained_here": searched_miou is None}}
+    state = {"searched": {"genotype": searched.to_config(), "miou": searched_miou,
+                          "retrained_here": searched_miou is None}}
+    if searched_miou is None and previous.get("searched"):  # retrained here before
+        state["searched"] = previous["searched"]
     entries = []
 
     def write(complete):
