@@ -212,6 +212,17 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
     if dpc["baseline"] is not None:
         log(f"      median of {dpc['baseline']['count']} random cells: "
             f"{dpc['baseline']['median_random_miou']:.3f}")
+    if dpc["rerank"] is not None and dpc["rerank"]["entries"]:
+        rr = dpc["rerank"]
+        interval = rr.get("spearman_interval")
+        rho = "n/a" if rr["spearman"] is None else f"{rr['spearman']:.2f}"
+        if interval:
+            rho += f" (90% bootstrap interval {interval[0]:.2f} to {interval[1]:.2f})"
+        scores = sorted(r["val_miou"] for r in rows)
+        log(f"      {len({round(s, 6) for s in scores})} of {len(scores)} proxy scores "
+            f"distinct; {len(rr['entries'])} cells re-ranked as whole models: "
+            f"best fine-tuned {rr['best']['rerank_miou']:.3f} vs median proxy "
+            f"{float(np.median(scores)):.3f}; Spearman rho(proxy, fine-tuned) {rho}")
     log(f"      pictures {dpc_dir}/best_cell.png, {dpc_dir}/search_progress.png; "
         f"leaderboard {dpc_dir}/leaderboard.csv; retrain the best with "
         f"Model.dpc_cell = '{dpc_dir}/best_cell.json'")

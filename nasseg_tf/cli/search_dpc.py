@@ -13,7 +13,8 @@ Rerunning resumes (the oracle's state is in --model_dir; --project_dir is its ol
 name, still accepted). --model_dir receives
 oracle.json and trial_<id>/ (trial.json, cell.json, result.json), leaderboard.csv/.json,
 top_cells/, best_cell.json, rerank.json (DPCSearch.rerank_top_k > 0),
-random_baseline.json (DPCSearch.random_baseline > 0), best_cell.png and
+random_baseline.json (DPCSearch.random_baseline > 0), backbone/ (the proxy backbone
+trained on the task first, DPCSearch.backbone_steps > 0), best_cell.png and
 search_progress.png (pictures), tensorboard/ (val mIoU per trial, best so far, the best
 cell), config.gin and operative_config.gin. `DPCSearch.objective = 'synthetic'` runs the search machinery on a
 cheap synthetic score (tests, dry runs).
@@ -66,10 +67,13 @@ def search(gin_file, gin_bindings, model_dir, project_dir):
               f"({'beats' if base['best_beats_median'] else 'does NOT beat'} the median; "
               f"{model_dir}/random_baseline.json)")
     if out["rerank"] is not None:
-        rho = out["rerank"]["spearman"]
-        print(f"  re-ranked top {len(out['rerank']['entries'])}: best trial "
+        rho, interval = out["rerank"]["spearman"], out["rerank"].get("spearman_interval")
+        rho = "n/a" if rho is None else f"{rho:.3f}"
+        if interval:
+            rho += f" (90% bootstrap interval {interval[0]:.3f} to {interval[1]:.3f})"
+        print(f"  re-ranked {len(out['rerank']['entries'])} cells: best trial "
               f"{out['rerank']['best']['trial_id']}; Spearman rho(proxy, fine-tuned) = "
-              f"{'n/a' if rho is None else f'{rho:.3f}'} ({model_dir}/rerank.json)")
+              f"{rho} ({model_dir}/rerank.json)")
 
 
 main = common.make_main("nasseg-search-dpc", search,

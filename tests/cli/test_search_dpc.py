@@ -210,4 +210,6 @@ def test_demo_search_with_the_real_proxy(tmp_path, launch):
     assert rerank["complete"] and len(rerank["entries"]) == 1
     assert math.isfinite(rerank["entries"][0]["rerank_miou"])
     assert os.path.exists(os.path.join(project, "operative_config.gin"))
-    assert "re-ranked top 1" in _output(proc)
+    assert "re-ranked 1 cells" in _output(proc)
+    # The chain: the proxy backbone was trained on the task first.
+    assert os.path.isdir(os.path.join(project, "backbone", "checkpoints"))
