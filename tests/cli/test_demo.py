@@ -28,7 +28,8 @@ def test_demo_searches_retrains_the_result_and_reports(tmp_path):
         dpc_bindings=DATA + ["ProxyBackbone.crop_size = (33, 33)", "Proxy.steps = 3",
                              "Proxy.filters = 8", "Proxy.batch_size = 2",
                              "DPCSearch.max_trials = 2", "DPCSearch.random_baseline = 1",
-                             "DPCSearch.rerank_top_k = 0"],
+                             "DPCSearch.rerank_top_k = 0", "DPCSearch.backbone_steps = 2",
+                             "DPCSearch.backbone_batch_size = 2"],
         log=lines.append, random_baseline=1, baseline_steps=0)
     searched = load_genotype(os.path.join(out["search_dir"], "genotype.json"))
     assert searched == out["genotype"] and len(searched.path) == 3
