@@ -40,8 +40,10 @@ from nasseg_tf.cli import common
 DEMO_GIN = os.path.join("demo", "train_demo.gin")
 SEARCH_GIN = os.path.join("search", "autodeeplab_demo.gin")
 DPC_GIN = os.path.join("search", "dpc_demo.gin")
-#: Random architectures retrained beside the searched one (K; 0: none).
-RANDOM_BASELINE = 2
+#: Random architectures retrained beside the searched one (K; 0: none). Off by default:
+#: with the DPC chain the demo took 9:12 from a fresh clone with K = 2 (8 minutes is
+#: its limit); ``nasseg-demo --random_baseline=2`` runs it (about +80 s).
+RANDOM_BASELINE = 0
 #: Their training budget. 0 would be the retrain's own 600 steps, but K = 2 of those
 #: would add about 4 minutes and take the demo past 8. At this shorter budget the
 #: searched architecture is retrained again, so that all K + 1 share every setting
