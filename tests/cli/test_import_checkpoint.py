@@ -1,8 +1,6 @@
 """``nasseg-import-checkpoint`` as users run it: import, serve, fine-tune; bad input."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,17 +8,13 @@ import pytest
 import official_graph as og
 from layer_checks import REPO
 from nasseg_tf.data import ensure_demo_dataset
+from console import run_console
 
 pytestmark = pytest.mark.e2e
 
-BIN = os.path.dirname(sys.executable)
 
 
-def _run(tool, cwd, *args):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    return subprocess.run([os.path.join(BIN, tool), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+_run = run_console
 
 
 def _checkpoint(folder, num_classes, model="mobilenetv2_dpc"):

@@ -13,20 +13,16 @@ import sys
 import pytest
 
 from nasseg_tf.data import ensure_demo_dataset
+from console import run_console
 
 # End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
 pytestmark = pytest.mark.e2e
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "gin", "test", "tiny.gin")
-BIN = os.path.dirname(sys.executable)
 
 
-def _run(tool, cwd, *args):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    return subprocess.run([os.path.join(BIN, tool), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+_run = run_console
 
 
 @pytest.fixture(scope="module")
