@@ -4,7 +4,8 @@ Usage:
     python tools/benchmark.py train --model=autodeeplab_s --crop=513x513 --batch=2 \
         --output=bench/train_adl_s.json
     python tools/benchmark.py search --crop=65x65 --batch=2 --filter_multiplier=4 \
-        --num_layers=6 [--remat] --output=bench/search_65_f4_l6.json
+        --num_layers=6 [--remat] [--partial_channels=4] [--atrous_op=dilated_separable] \
+        --output=bench/search_65_f4_l6.json
     python tools/benchmark.py dpc_proxy --dpc_crop=129x129 --dpc_batch=8 \
         --dpc_filters=256 --dpc_cells=3 --dpc_steps=20 --output=bench/dpc_proxy.json
     python tools/benchmark.py tflite --model=mobilenetv2_dpc --crop=257x257 \
@@ -47,6 +48,10 @@ flags.DEFINE_enum("cell_type", "batched", ["batched", "per_edge"], "search: cell
 flags.DEFINE_bool("loop_layers", True,
                   "search: trace the identical layers 4..L-1 once and loop over them "
                   "(--noloop_layers unrolls every layer).")
+flags.DEFINE_integer("partial_channels", 1,
+                     "search: PC-DARTS' K, 1/K of the channels through the ops (1: exact).")
+flags.DEFINE_enum("atrous_op", "regular", ["regular", "dilated_separable"],
+                  "search: how the supernet computes the atrous ops.")
 flags.DEFINE_bool("count_madds", True, "search: also count the forward Multiply-Adds.")
 flags.DEFINE_string("dpc_crop", "129x129", "dpc_proxy: crop HxW (demo images of that size).")
 flags.DEFINE_integer("dpc_batch", 8, "dpc_proxy: batch size (paper: 8).")
@@ -109,7 +114,9 @@ def main(argv):
                               FLAGS.num_layers, FLAGS.num_classes, remat=FLAGS.remat,
                               cell_type=FLAGS.cell_type,
                               loop_layers=FLAGS.loop_layers, steps=FLAGS.steps,
-                              count_madds=FLAGS.count_madds)
+                              count_madds=FLAGS.count_madds,
+                              partial_channels=FLAGS.partial_channels,
+                              atrous_op=FLAGS.atrous_op)
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
     if FLAGS.output:

@@ -6,9 +6,20 @@ backward + SGD on trainA) and the architecture step (forward + backward + Adam o
 from trainB). For each: the first call (Python tracing + graph optimisation + the first
 run) and the median of the following calls; plus the traced graph's node count, the
 supernet's forward Multiply-Adds (:func:`graph_madds`) and the process' peak resident
-memory.
+memory with its breakdown (``rss_*_gib``, resident memory read from ``/proc/self/statm``
+at four points; peak from ``getrusage``):
+
+* ``rss_runtime_baseline_gib``: TensorFlow and Keras imported, nothing built;
+* ``rss_build_gib``: + the supernet, its optimisers' slots and the input pipelines;
+* ``rss_graph_gib``: + both compiled pieces traced (Python tracing; the first call
+  is timed in two parts, ``{part}_trace_seconds`` and the rest);
+* ``rss_activations_gib``: peak − all of the above: graph optimisation and executor
+  state of the first calls, plus the steps' activations and allocator caches;
+* ``rss_after_steps_gib`` (resident after the timed steps) bounds the transient part:
+  peak − after-steps is memory the steps freed again.
 """
 
+import os
 import resource
 import statistics
 import tempfile
@@ -25,6 +36,13 @@ from nasseg_tf.train.loop import TrainLoop
 
 def _peak_rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def _rss_gib():
+    """Resident memory now (Linux ``/proc/self/statm``), GiB."""
+    with open("/proc/self/statm", encoding="ascii") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def _timed(fn):
@@ -107,8 +125,9 @@ def forward_madds(model, crop_size, batch_size):
 def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_layers=6,
                  num_classes=19, remat=False, cell_type="batched", loop_layers=True,
                  steps=3, seed=0,
-                 count_madds=True):
+                 count_madds=True, partial_channels=1, atrous_op="regular"):
     """Runs the benchmark; returns a JSON-ready dict."""
+    rss_baseline = _rss_gib()
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     h, w = crop_size
@@ -125,13 +144,15 @@ def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_laye
         lambda: AutoDeepLabSupernet(num_classes, num_layers=num_layers,
                                     filter_multiplier=filter_multiplier, remat=remat,
                                     cell_type=cell_type, loop_layers=loop_layers,
-                                    seed=seed, name="supernet"),
+                                    partial_channels=partial_channels,
+                                    atrous_op=atrous_op, seed=seed, name="supernet"),
         input_fn, input_fn, cfg)
     strategy = tf.distribute.get_strategy()
     result = {"benchmark": "search", "crop_size": list(crop_size), "batch_size": batch_size,
               "filter_multiplier": filter_multiplier, "num_layers": num_layers,
               "num_classes": num_classes, "remat": remat, "cell_type": cell_type,
-              "loop_layers": loop_layers,
+              "loop_layers": loop_layers, "partial_channels": partial_channels,
+              "atrous_op": atrous_op,
               "steps_timed": steps}
     with tempfile.TemporaryDirectory() as model_dir:
         loop = TrainLoop(task, strategy, model_dir, cfg.steps, progress=False)
@@ -140,14 +161,27 @@ def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_laye
         result["weight_variables"] = int(sum(np.prod(v.shape)
                                              for v in task.model.weight_variables))
         result["loop_start"] = int(task.model.loop_start)  # first looped layer (L: none)
+        rss_build = _rss_gib()
+        parts = {}
         for part, inputs in task.step_parts("bilevel"):
-            fn = loop.compile_part(iterators, part, inputs)
-            result[f"{part}_first_call_seconds"] = _timed(fn)
+            parts[part] = loop.compile_part(iterators, part, inputs)
+            t0 = time.perf_counter()
+            parts[part].get_concrete_function()
+            result[f"{part}_trace_seconds"] = time.perf_counter() - t0
+        rss_graph = _rss_gib()
+        for part, fn in parts.items():
+            result[f"{part}_first_call_seconds"] = (result[f"{part}_trace_seconds"]
+                                                    + _timed(fn))
             result[f"{part}_graph_nodes"] = _graph_nodes(fn)
             times = [_timed(fn) for _ in range(steps)]
             result[f"{part}_step_seconds_median"] = statistics.median(times)
             result[f"{part}_step_seconds_all"] = times
         result["peak_rss_gib"] = _peak_rss_gib()
+        result.update(rss_runtime_baseline_gib=rss_baseline,
+                      rss_build_gib=rss_build - rss_baseline,
+                      rss_graph_gib=rss_graph - rss_build,
+                      rss_activations_gib=result["peak_rss_gib"] - rss_graph,
+                      rss_after_steps_gib=_rss_gib())
         if count_madds:
             result["forward_madds"] = int(forward_madds(task.model, crop_size, batch_size))
     result.update(tensorflow=tf.__version__, keras=keras.__version__)

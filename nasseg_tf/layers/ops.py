@@ -162,6 +162,38 @@ class AtrousConvOp(_Op):
 
 
 @keras.saving.register_keras_serializable(package="nasseg_tf")
+class DilatedSepConvOp(_Op):
+    """ReLU → depthwise k×k conv of rate ``rate`` → pointwise 1×1 → BN (DARTS' ``dil_conv``).
+
+    A search-only substitute for ``atrous_conv_kxk`` (``Supernet.atrous_op =
+    'dilated_separable'``): about k²·C fewer weights and Multiply-Adds per pixel than
+    the regular atrous conv. Not a primitive of the op table — the derived models keep
+    the official regular atrous convs. Stride 1 only.
+    """
+
+    def __init__(self, filters, kernel_size=3, stride=1, rate=2, **kwargs):
+        super().__init__(filters, stride, **kwargs)
+        if self.stride != 1:
+            raise ValueError(f"DilatedSepConvOp: stride must be 1, got {stride}")
+        self.kernel_size = int(kernel_size)
+        self.rate = int(rate)
+        self.conv = ConvBN(self.filters, self.kernel_size, dilation_rate=self.rate,
+                           separable=True, pre_activation=True, post_activation=False,
+                           name="conv", **self._bn_kwargs())
+
+    def build(self, input_shape):
+        self.conv.build(tuple(input_shape))
+
+    def call(self, x, training=None):
+        return self.conv(x, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kernel_size=self.kernel_size, rate=self.rate)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="nasseg_tf")
 class PoolOp(_Op):
     """3×3 average or max pool, then ReLU → 1×1 conv → BN if the channels change."""
 

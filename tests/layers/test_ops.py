@@ -91,3 +91,23 @@ def test_strided_atrous_conv_resizes_in_its_convention(align_corners):
     assert config["align_corners"] is align_corners
     del config["align_corners"]  # a layer saved before the option: half-pixel centres
     assert ops_lib.AtrousConvOp.from_config(config).align_corners is False
+
+
+def test_dilated_separable_op_is_relu_dilated_depthwise_pointwise_bn():
+    """The search-only DARTS dil_conv: checks, then the function written out."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    layer = check_layer(lambda: ops_lib.DilatedSepConvOp(6, 5, rate=2), SHAPE,
+                        _expected(1))
+    conv = layer.conv
+    assert tuple(conv.depthwise.dilation_rate) == (2, 2)
+    assert sorted(tuple(w.shape) for w in layer.trainable_weights
+                  if w.path.endswith("kernel")) == [(1, 1, 6, 6), (5, 5, 6, 1)]
+    x = np.random.default_rng(1).normal(size=SHAPE).astype("float32")
+    want = tf.nn.depthwise_conv2d(tf.nn.relu(x), conv.depthwise.kernel, (1, 1, 1, 1),
+                                  "SAME", dilations=(2, 2))
+    want = conv.norm(tf.nn.conv2d(want, conv.conv.kernel, 1, "SAME"), training=False)
+    np.testing.assert_allclose(layer(x, training=False), want, atol=1e-5)
+    assert "DilatedSepConvOp" not in ops_lib.known_ops()  # not a primitive
+    with pytest.raises(ValueError, match="stride must be 1"):
+        ops_lib.DilatedSepConvOp(6, 3, stride=2)

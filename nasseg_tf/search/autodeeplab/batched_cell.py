@@ -39,6 +39,24 @@ weight                     shape                   edge e's part
 ``atrous{k}``              ``[k, k, C, E·C]``      output channels ``[e·C, (e+1)·C)``
 ``sep_bn0`` / ``bn``       ``2·E·C`` / ``4·E·C``   op-major, then edge, then channel
 =========================  ======================  =========================================
+
+**Search options that change the function** (both cells implement them, tested equal):
+
+* ``partial_channels = K`` (PC-DARTS, Xu et al., ICLR 2020, §3.1): on every edge only
+  the first C/K channels of the source state go through the candidate ops (built with
+  C/K filters); the other C − C/K channels bypass them unweighted, and the edge's
+  output is :func:`channel_shuffle` (K groups) of ``concat(mixed op, bypass)``. K = 1
+  is the exact relaxed cell. The shuffle is a fixed permutation, so the batched cell
+  sums the mixed parts and the bypasses of a block first and shuffles once per block.
+  PC-DARTS' edge normalisation (a second set of per-edge weights) is not implemented:
+  it would add an architecture variable that the decoder, the checkpoints and the cost
+  model would all have to learn.
+* ``atrous_op = 'dilated_separable'`` (DARTS' ``dil_conv_kxk``): the two atrous ops are
+  searched as ReLU → depthwise k×k conv of rate 2 → pointwise 1×1 → BN instead of the
+  official regular k×k conv; weights ``dil{k}_depthwise`` ``[k, k, E·C, 1]`` and
+  ``dil_pointwise`` ``[2·E, C, C]`` (group e for 3×3, E + e for 5×5) replace
+  ``atrous{k}``. The decoded genotype names the same primitives; the derived models
+  keep the regular atrous convs.
 """
 
 import keras
@@ -74,6 +92,8 @@ if len(_ATROUS_RATES) != 1 or set(SEARCH_OPS) != set(_CONV_OPS + _FREE_OPS):
         f"{sorted(set(SEARCH_OPS) - set(_CONV_OPS + _FREE_OPS))}, atrous rates "
         f"{sorted(_ATROUS_RATES)}")
 (_ATROUS_RATE,) = _ATROUS_RATES
+#: How the search computes the atrous ops (``atrous_op``; see the module docstring).
+ATROUS_OPS = ("regular", "dilated_separable")
 #: Order of the op weights a :class:`StateEdges` takes: the conv ops, then the free ops.
 STATE_OP_ORDER = _CONV_OPS + _FREE_OPS
 
@@ -101,6 +121,32 @@ def stack_factor(h_prev, h_prev_prev):
             raise ValueError(f"search cell: the batch of h_prev ({n_prev}) is not a "
                              f"multiple of the batch of h_prev_prev ({n_prev_prev})")
     return n_prev // n_prev_prev
+
+
+def channel_shuffle(x, groups):
+    """PC-DARTS' channel shuffle on the last axis: channel ``g·C/groups + i`` → ``i·groups + g``.
+
+    The first C/groups channels (the partial mixed op's output) land on every
+    ``groups``-th channel, the bypassed ones fill the gaps.
+    """
+    channels = int(x.shape[-1])
+    if channels % groups:
+        raise ValueError(f"channel_shuffle: {channels} channels in {groups} groups")
+    y = ops.reshape(x, (-1, groups, channels // groups))
+    return ops.reshape(ops.transpose(y, (0, 2, 1)), ops.shape(x))
+
+
+def check_search_options(filters, partial_channels, atrous_op):
+    """Validates the options of the search cell; returns ``(partial_channels, atrous_op)``."""
+    if (isinstance(partial_channels, bool) or int(partial_channels) != partial_channels
+            or partial_channels < 1):
+        raise ValueError(f"partial_channels: expected an int >= 1, got {partial_channels!r}")
+    if filters % int(partial_channels):
+        raise ValueError(f"partial_channels: {partial_channels} does not divide the "
+                         f"cell's {filters} filters")
+    if atrous_op not in ATROUS_OPS:
+        raise ValueError(f"atrous_op: unknown {atrous_op!r}; known: {list(ATROUS_OPS)}")
+    return int(partial_channels), atrous_op
 
 
 def _edgewise(edge_shape, num_edges, axis, initializer=KERNEL_INITIALIZER):
@@ -207,10 +253,11 @@ class StateEdges(keras.layers.Layer):
     """
 
     def __init__(self, filters, num_edges, affine=False, bn_momentum=SEARCH_BN_MOMENTUM,
-                 bn_epsilon=BN_EPSILON, **kwargs):
+                 bn_epsilon=BN_EPSILON, atrous_op="regular", **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.num_edges = int(num_edges)
+        _, self.atrous_op = check_search_options(self.filters, 1, atrous_op)
         self.affine = bool(affine)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
@@ -238,27 +285,42 @@ class StateEdges(keras.layers.Layer):
             self.add_weight(shape=(groups, c, c), name=f"sep_pointwise{repeat}",
                             initializer=_edgewise((1, c, c), groups, axis=0))
             for repeat in (0, 1)]
-        self.atrous = {
-            k: self.add_weight(shape=(k, k, c, e * c), name=f"atrous{k}",
-                               initializer=_edgewise((k, k, c, c), e, axis=3))
-            for k in _ATROUS_KERNELS}
+        if self.atrous_op == "regular":
+            self.atrous = {
+                k: self.add_weight(shape=(k, k, c, e * c), name=f"atrous{k}",
+                                   initializer=_edgewise((k, k, c, c), e, axis=3))
+                for k in _ATROUS_KERNELS}
+        else:
+            self.dil_depthwise = {
+                k: self.add_weight(shape=(k, k, e * c, 1), name=f"dil{k}_depthwise",
+                                   initializer=_edgewise((k, k, c, 1), e, axis=2))
+                for k in _ATROUS_KERNELS}
+            self.dil_pointwise = self.add_weight(
+                shape=(len(_ATROUS_KERNELS) * e, c, c), name="dil_pointwise",
+                initializer=_edgewise((1, c, c), len(_ATROUS_KERNELS) * e, axis=0))
         self.sep_bn0.build((None, None, None, len(_SEP_KERNELS) * e * c))
         self.bn.build((None, None, None, len(_CONV_OPS) * e * c))
         self.built = True
 
     def _separable(self, x, repeat):
         """[depthwise per kernel size] → grouped pointwise, on edge-major channels."""
-        parts = [ops.depthwise_conv(x_k, self.sep_depthwise[(repeat, k)], strides=1,
-                                    padding="same")
-                 for x_k, k in zip(x, _SEP_KERNELS)]
+        return self._grouped_separable(
+            x, [self.sep_depthwise[(repeat, k)] for k in _SEP_KERNELS],
+            self.sep_pointwise[repeat])
+
+    def _grouped_separable(self, x, depthwise, pointwise, rate=1):
+        """Depthwise convs (one per kernel in ``depthwise``) → one grouped pointwise."""
+        parts = [ops.depthwise_conv(x_k, kernel, strides=1, padding="same",
+                                    dilation_rate=rate)
+                 for x_k, kernel in zip(x, depthwise)]
         # The block-diagonal pointwise convs as one batched matmul over the groups
         # (edge, kernel size). Keras' grouped ops.conv would do the same but routes
         # grouped convs through XLA on TensorFlow CPU: measured 1.8x slower steps and
         # +10 s first call on the supernet (65², F=4, L=4).
         x = ops.concatenate(parts, axis=-1)
-        groups = len(_SEP_KERNELS) * self.num_edges
+        groups = len(parts) * self.num_edges
         y = ops.einsum("pgc,gcd->pgd", ops.reshape(x, (-1, groups, self.filters)),
-                       self.sep_pointwise[repeat])
+                       pointwise)
         return ops.reshape(y, ops.shape(x))
 
     def call(self, x, op_weights, training=None):
@@ -270,8 +332,14 @@ class StateEdges(keras.layers.Layer):
         y = self._separable([tiled] * len(_SEP_KERNELS), 0)
         y = ops.relu(self.sep_bn0(y, training=training))
         y = self._separable(ops.split(y, len(_SEP_KERNELS), axis=-1), 1)
-        atrous = [ops.conv(relu, self.atrous[k], strides=1, padding="same",
-                           dilation_rate=_ATROUS_RATE) for k in _ATROUS_KERNELS]
+        if self.atrous_op == "regular":
+            atrous = [ops.conv(relu, self.atrous[k], strides=1, padding="same",
+                               dilation_rate=_ATROUS_RATE) for k in _ATROUS_KERNELS]
+        else:  # edge-major [3x3 edges, 5x5 edges]: the regular branch's channel order
+            atrous = [self._grouped_separable(
+                [tiled] * len(_ATROUS_KERNELS),
+                [self.dil_depthwise[k] for k in _ATROUS_KERNELS], self.dil_pointwise,
+                rate=_ATROUS_RATE)]
         y = self.bn(ops.concatenate([y] + atrous, axis=-1), training=training)
         # Mixed op per edge, on [pixels, op, edge, channel] views (static reshapes).
         per_op = ops.reshape(op_weights, (len(STATE_OP_ORDER), e, 1))
@@ -290,7 +358,8 @@ class StateEdges(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, num_edges=self.num_edges, affine=self.affine,
-                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                      atrous_op=self.atrous_op)
         return config
 
 
@@ -305,12 +374,19 @@ class SearchCellBase(keras.layers.Layer):
     ``concatenate([x_1, ..., x_k], axis=0)``. The output is the concat of the blocks:
     ``num_blocks · filters`` channels at H^{l-1}'s size. Subclasses build the edges in
     ``_build_edges`` / ``_edge_layers`` and compute the blocks in ``_blocks``.
+    ``partial_channels`` and ``atrous_op`` are the search options of the module
+    docstring (1 and ``'regular'``: the exact relaxed cell); the edge ops have
+    ``op_filters = filters / partial_channels`` channels.
     """
 
     def __init__(self, filters, num_blocks=NUM_BLOCKS, affine=False,
-                 bn_momentum=SEARCH_BN_MOMENTUM, bn_epsilon=BN_EPSILON, **kwargs):
+                 bn_momentum=SEARCH_BN_MOMENTUM, bn_epsilon=BN_EPSILON,
+                 partial_channels=1, atrous_op="regular", **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
+        self.partial_channels, self.atrous_op = check_search_options(
+            self.filters, partial_channels, atrous_op)
+        self.op_filters = self.filters // self.partial_channels
         self.num_blocks = int(num_blocks)
         self.affine = bool(affine)
         self.bn_momentum = float(bn_momentum)
@@ -347,7 +423,7 @@ class SearchCellBase(keras.layers.Layer):
         prev_shape, prev_prev_shape = (tuple(s) for s in input_shape)
         self.preprocess_prev.build(prev_shape)
         self.preprocess_prev_prev.build(prev_prev_shape)
-        state_shape = tuple(prev_shape[:3]) + (self.filters,)
+        state_shape = tuple(prev_shape[:3]) + (self.op_filters,)
         for layer in self._edge_layers():
             layer.build(state_shape)
         self.built = True
@@ -370,7 +446,8 @@ class SearchCellBase(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, num_blocks=self.num_blocks, affine=self.affine,
-                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                      partial_channels=self.partial_channels, atrous_op=self.atrous_op)
         return config
 
 
@@ -386,15 +463,27 @@ class BatchedSearchCell(SearchCellBase):
 
     def _build_edges(self):
         self.edges = state_edges(self.num_blocks)
-        self.states = [StateEdges(self.filters, len(self.edges[j]), affine=self.affine,
-                                  name=f"state{j}", **self._bn_kwargs())
+        self.states = [StateEdges(self.op_filters, len(self.edges[j]), affine=self.affine,
+                                  atrous_op=self.atrous_op, name=f"state{j}",
+                                  **self._bn_kwargs())
                        for j in range(self.num_blocks + 1)]
 
     def _edge_layers(self):
         return self.states
 
+    def _block_output(self, mixed, bypassed, state_shape):
+        """Block output from its incoming mixed ops (and, with partial channels, the
+        bypassed channels: the shuffle is a permutation, so it is applied once to the
+        sums instead of once per edge)."""
+        total = _sum(mixed)
+        if self.partial_channels > 1:
+            total = channel_shuffle(ops.concatenate([total, _sum(bypassed)], axis=-1),
+                                    self.partial_channels)
+        return ops.reshape(total, state_shape)
+
     def _blocks(self, states, alpha_weights, training):
         incoming = [[] for _ in range(self.num_blocks)]
+        bypassed = [[] for _ in range(self.num_blocks)]
         state_shape = ops.shape(states[0])
         # One gather arranges α for every state: [op (STATE_OP_ORDER), edge], the
         # edges grouped by source state; each state then takes a static column slice.
@@ -406,14 +495,21 @@ class BatchedSearchCell(SearchCellBase):
         first = 0
         for j in range(self.num_blocks + 1):
             if j >= 2:  # block j - 2 is complete: all its inputs are earlier states
-                states.append(ops.reshape(_sum(incoming[j - 2]), state_shape))
+                states.append(self._block_output(incoming[j - 2], bypassed[j - 2],
+                                                 state_shape))
             blocks = [block for block, _ in self.edges[j]]
-            outputs = self.states[j](states[j], arranged[:, first:first + len(blocks)],
+            x = states[j]
+            if self.partial_channels > 1:
+                x, rest = ops.split(x, [self.op_filters], axis=-1)
+                rest = ops.reshape(rest, (-1, self.filters - self.op_filters))
+                for block in blocks:
+                    bypassed[block].append(rest)
+            outputs = self.states[j](x, arranged[:, first:first + len(blocks)],
                                      training=training)
             first += len(blocks)
             for block, output in zip(blocks, outputs):
                 incoming[block].append(output)
-        states.append(ops.reshape(_sum(incoming[-1]), state_shape))
+        states.append(self._block_output(incoming[-1], bypassed[-1], state_shape))
 
 
 def _sum(tensors):

@@ -13,15 +13,18 @@ normalisation), and block i sums the mixed ops of all its inputs:
 :class:`SearchCell` writes that down literally — one :class:`MixedOp` per edge, one
 small layer per edge and op. It is the reference the supernet's default cell,
 :class:`~nasseg_tf.search.autodeeplab.batched_cell.BatchedSearchCell`, is tested
-against (same weights, same outputs, gradients and batch-norm statistics).
+against (same weights, same outputs, gradients and batch-norm statistics), also
+under the search options ``partial_channels`` and ``atrous_op`` (see
+:mod:`~nasseg_tf.search.autodeeplab.batched_cell`).
 """
 
 import keras
 from keras import ops
 
 from nasseg_tf.internals import flatten_layers
-from nasseg_tf.layers.ops import build_op
-from nasseg_tf.search.autodeeplab.batched_cell import SEARCH_OPS, SearchCellBase
+from nasseg_tf.layers.ops import DilatedSepConvOp, build_op
+from nasseg_tf.search.autodeeplab.batched_cell import (SEARCH_OPS, SearchCellBase,
+                                                       channel_shuffle)
 from nasseg_tf.search_space import autodeeplab as space
 
 
@@ -46,17 +49,30 @@ class MixedOp:
     A plain callable over op layers that its cell owns (so the ops keep the cell's
     variable paths, ``block{i}_in{j}_{op}``).
 
+    With ``partial_channels = K > 1`` (PC-DARTS, Xu et al. 2020, §3.1) the ops see only
+    the first C/K channels of ``x`` (they are built with C/K filters); the other
+    channels bypass them, and the output is ``channel_shuffle(concat(Σ_k w_k ·
+    O_k(x[..., :C/K]), x[..., C/K:]), K)``.
+
     Args:
       candidate_ops: the op layers O_k, in :data:`SEARCH_OPS` order.
+      partial_channels: K (1: every channel through the ops).
     """
 
-    def __init__(self, candidate_ops):
+    def __init__(self, candidate_ops, partial_channels=1):
         self.candidate_ops = tuple(candidate_ops)
+        self.partial_channels = int(partial_channels)
 
     def __call__(self, x, weights, training=None):
         """``x``: the edge's input; ``weights``: ``[len(candidate_ops)]`` op weights."""
-        return weighted_sum([op(x, training=training) for op in self.candidate_ops],
-                            weights)
+        k = self.partial_channels
+        if k == 1:
+            return weighted_sum([op(x, training=training) for op in self.candidate_ops],
+                                weights)
+        x, bypass = ops.split(x, [int(x.shape[-1]) // k], axis=-1)
+        mixed = weighted_sum([op(x, training=training) for op in self.candidate_ops],
+                             weights)
+        return channel_shuffle(ops.concatenate([mixed, bypass], axis=-1), k)
 
 
 @keras.saving.register_keras_serializable(package="nasseg_tf")
@@ -78,6 +94,9 @@ class SearchCell(SearchCellBase):
       affine: learnable γ/β in the cell's batch norms. Default False, as in DARTS'
         search: a per-op learned scale would compete with α.
       bn_momentum, bn_epsilon: batch-norm settings of every BN in the cell.
+      partial_channels: K of :class:`MixedOp` (1: the exact relaxed cell).
+      atrous_op: ``'regular'`` (the official atrous convs) or ``'dilated_separable'``
+        (:class:`~nasseg_tf.layers.ops.DilatedSepConvOp` on the atrous edges).
 
     Call: ``cell([h_prev, h_prev_prev], alpha_weights, training)`` where
     ``alpha_weights`` is ``[num_cell_edges(num_blocks), len(PRIMITIVES)]`` of
@@ -88,11 +107,17 @@ class SearchCell(SearchCellBase):
     ``concatenate([x_1, ..., x_k], axis=0)``.
     """
 
+    def _build_op(self, op, name):
+        spec = space.OPS_BY_NAME[op]
+        if spec.kind == "atrous" and self.atrous_op == "dilated_separable":
+            return DilatedSepConvOp(self.op_filters, spec.kernel, rate=spec.rate,
+                                    name=name, **self._bn_kwargs())
+        return build_op(op, self.op_filters, 1, name=name, **self._bn_kwargs())
+
     def _build_edges(self):
         # Flat, edge-major then SEARCH_OPS order: edge e's ops are [7e, 7e + 7).
         self.edge_ops = [
-            build_op(op, self.filters, 1, name=f"block{block}_in{source}_{op}",
-                     **self._bn_kwargs())
+            self._build_op(op, f"block{block}_in{source}_{op}")
             for block, source in space.cell_edge_index(self.num_blocks)
             for op in SEARCH_OPS
         ]
@@ -100,7 +125,8 @@ class SearchCell(SearchCellBase):
             for op in self.edge_ops:
                 make_non_affine(op)
         num_ops = len(SEARCH_OPS)
-        self.mixed_ops = [MixedOp(self.edge_ops[e * num_ops:(e + 1) * num_ops])
+        self.mixed_ops = [MixedOp(self.edge_ops[e * num_ops:(e + 1) * num_ops],
+                                  self.partial_channels)
                           for e in range(space.num_cell_edges(self.num_blocks))]
 
     def _edge_layers(self):

@@ -114,6 +114,12 @@ when the supernet is evaluated in inference mode.
   statistics of the forward pass are assigned once, so a rematerialised supernet
   updates them exactly as a plain one (tested).
 
+**Search options that change the function** (``partial_channels``, ``atrous_op``; both
+cell types, see :mod:`~nasseg_tf.search.autodeeplab.batched_cell`): PC-DARTS' partial
+channels (1/K of every state's channels through the ops, the rest bypassed, channel
+shuffle) and DARTS' dilated separable conv in place of the regular atrous conv during
+the search only. α, β, the decoder and the derived models are unchanged.
+
 What each lever costs and saves is measured by ``tools/benchmark.py search``; the
 records and their reading are in ``bench/README.md``.
 """
@@ -125,7 +131,8 @@ from keras import ops
 from nasseg_tf.layers.common import BN_EPSILON, ConvBN
 from nasseg_tf.layers.heads import ASPP
 from nasseg_tf.layers.resize import resize_bilinear, spatial_size
-from nasseg_tf.search.autodeeplab.batched_cell import SEARCH_BN_MOMENTUM, BatchedSearchCell
+from nasseg_tf.search.autodeeplab.batched_cell import (SEARCH_BN_MOMENTUM, BatchedSearchCell,
+                                                       check_search_options)
 from nasseg_tf.search.autodeeplab.mixed_op import SearchCell
 from nasseg_tf.search_space import autodeeplab as space
 from nasseg_tf.search_space.autodeeplab import NUM_BLOCKS, NUM_LEVELS, PRIMITIVES
@@ -250,6 +257,10 @@ class AutoDeepLabSupernet(keras.Model):
       arch_init_stddev: α and β start as ``arch_init_stddev · N(0, 1)`` (paper: 1e-3).
       seed: seed of the α/β initialisation (None: random).
       bn_momentum, bn_epsilon: batch-norm settings of the whole supernet.
+      partial_channels: PC-DARTS' K (1, default: the exact relaxed cell); must divide
+        ``filter_multiplier``. Changes the function (module docstring).
+      atrous_op: ``'regular'`` (default) or ``'dilated_separable'``: how the search
+        computes the atrous ops (module docstring).
 
     Sub-layers (stable names): ``stem_conv0..2``, ``cell_{l}_{s}``, ``down_{l}_{s}``,
     ``up_{l}_{s}`` (the transforms bringing node (l-1, s∓1) to node (l, s)), ``head_{s}``
@@ -264,7 +275,8 @@ class AutoDeepLabSupernet(keras.Model):
                  stack_sources=True, remat=False, cell_type="batched",
                  loop_layers=True, min_loop_layers=MIN_LOOP_LAYERS,
                  arch_init_stddev=1e-3, seed=None,
-                 bn_momentum=SEARCH_BN_MOMENTUM, bn_epsilon=BN_EPSILON, **kwargs):
+                 bn_momentum=SEARCH_BN_MOMENTUM, bn_epsilon=BN_EPSILON,
+                 partial_channels=1, atrous_op="regular", **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.num_layers = int(num_layers)
@@ -289,6 +301,8 @@ class AutoDeepLabSupernet(keras.Model):
         self.seed = None if seed is None else int(seed)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
+        self.partial_channels, self.atrous_op = check_search_options(
+            self.filter_multiplier, partial_channels, atrous_op)
 
         self._exists = space.node_exists_mask(self.num_layers)
         self._legal = space.legal_transition_mask(self.num_layers)
@@ -317,6 +331,7 @@ class AutoDeepLabSupernet(keras.Model):
             self._cell_index[(layer, level)] = len(self.cells)
             self.cells.append(CELL_TYPES[self.cell_type](
                 self.filter_multiplier * 2 ** level, self.num_blocks, affine=self.affine,
+                partial_channels=self.partial_channels, atrous_op=self.atrous_op,
                 name=f"cell_{layer}_{level}", **bn))
 
         self.head_levels = tuple(s for s in range(NUM_LEVELS)
@@ -642,5 +657,6 @@ class AutoDeepLabSupernet(keras.Model):
             stack_sources=self.stack_sources, remat=self.remat, cell_type=self.cell_type,
             loop_layers=self.loop_layers, min_loop_layers=self.min_loop_layers,
             arch_init_stddev=self.arch_init_stddev, seed=self.seed,
-            bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+            bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+            partial_channels=self.partial_channels, atrous_op=self.atrous_op)
         return config
