@@ -36,6 +36,7 @@ from nasseg_tf.data.inputs import DataConfig, train_input_fn
 from nasseg_tf.layers.common import synchronized_batch_norm
 from nasseg_tf.search.autodeeplab import decode
 from nasseg_tf.search.autodeeplab import plots
+from nasseg_tf.search.autodeeplab.batched_cell import check_search_options
 from nasseg_tf.search.autodeeplab.supernet import AutoDeepLabSupernet
 from nasseg_tf.train.checkpointing import checkpoint_items
 from nasseg_tf.train.experiment import make_run_strategy
@@ -58,6 +59,17 @@ class SupernetConfig:
     cell_type: str = "batched"
     loop_layers: bool = True
     seed: int = 0
+    partial_channels: int = 1
+    atrous_op: str = "regular"
+
+    def __post_init__(self):
+        # Checked here, before a run folder is written (not at the supernet's build).
+        try:
+            check_search_options(self.filter_multiplier, self.partial_channels,
+                                 self.atrous_op)
+        except ValueError as e:
+            raise ValueError(f"Supernet.{e} (Supernet.filter_multiplier = "
+                             f"{self.filter_multiplier})") from None
 
     def build(self, num_classes):
         return AutoDeepLabSupernet(num_classes, name="supernet",
@@ -70,7 +82,12 @@ class SupernetConfig:
         changed)."""
         return {"supernet": {k: getattr(self, k) for k in (
             "num_layers", "filter_multiplier", "num_blocks", "affine")},
-            "num_classes": int(num_classes)}
+            "num_classes": int(num_classes),
+            # The search options change the variables; recorded when not the default
+            # (fingerprints of earlier searches stay valid).
+            **{k: getattr(self, k) for k, default in (
+                ("partial_channels", 1), ("atrous_op", "regular"))
+               if getattr(self, k) != default}}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -151,3 +151,44 @@ def test_search_resumes_after_sigkill_with_the_same_alpha_and_beta(searched, tmp
         np.testing.assert_allclose(got, want, atol=1e-5)
     assert load_genotype(os.path.join(killed, "genotype.json")) == load_genotype(
         os.path.join(straight, "genotype.json"))
+
+
+def _options_bindings(data_dir, *extra):
+    return [f"--gin_bindings={b}" for b in (
+        f"Data.data_dir = '{data_dir}'", "Supernet.num_layers = 2",
+        "Supernet.num_blocks = 2", "Supernet.filter_multiplier = 4",
+        "Search.steps = 2", "Search.warmup_steps = 1", "Search.batch_size = 2",
+        "Search.crop_size = (32, 32)", "Search.decode_every = 2",
+        "Search.shuffle_buffer = 4") + extra]
+
+
+def test_search_option_that_does_not_divide_the_filters_exits_2_writing_nothing(tmp_path):
+    from console import run_console  # pylint: disable=import-outside-toplevel
+
+    model_dir = tmp_path / "run"
+    done = run_console("nasseg-search-autodeeplab", tmp_path,
+                       "--gin_file=search/autodeeplab_demo.gin", f"--model_dir={model_dir}",
+                       *_options_bindings(tmp_path / "data", "Supernet.partial_channels = 3"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Supernet.partial_channels: 3 does not divide" in lines[0]
+    assert not model_dir.exists()
+
+
+@pytest.mark.slow  # a 2-step search with both search options (~1-2 min; make test-all)
+def test_search_with_partial_channels_and_dilated_separable_op(tmp_path):
+    from console import run_console  # pylint: disable=import-outside-toplevel
+
+    data_dir = tmp_path / "data"
+    ensure_demo_dataset(str(data_dir), num_train=8, num_val=2, height=40, width=40, seed=0)
+    model_dir = tmp_path / "run"
+    done = run_console("nasseg-search-autodeeplab", tmp_path,
+                       "--gin_file=search/autodeeplab_demo.gin", f"--model_dir={model_dir}",
+                       *_options_bindings(data_dir, "Supernet.partial_channels = 2",
+                                          "Supernet.atrous_op = 'dilated_separable'"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    genotype = load_genotype(str(model_dir / "genotype.json"))
+    assert genotype.validate() is genotype and len(genotype.path) == 2
+    operative = (model_dir / "operative_config.gin").read_text()
+    assert "Supernet.partial_channels = 2" in operative
+    assert "Supernet.atrous_op = 'dilated_separable'" in operative
