@@ -16,6 +16,7 @@ gin name               value object
 ``Proxy``              :class:`nasseg_tf.search.dpc.proxy.ProxyConfig`
 ``ProxyBackbone``      :class:`nasseg_tf.search.dpc.cache.ProxyBackboneConfig`
 ``SyntheticObjective`` :class:`nasseg_tf.search.dpc.objectives.SyntheticObjectiveConfig`
+``DPCCost``            :class:`nasseg_tf.search.dpc.costs.CellCostConfig`
 =====================  ===========================================================
 
 Recipes ship inside the package (``nasseg_tf/gin/``; ``gin/`` in a source checkout is a
@@ -44,6 +45,7 @@ from nasseg_tf.data.inputs import DataConfig
 from nasseg_tf.models.zoo import ModelConfig, get_spec
 from nasseg_tf.search.autodeeplab.run import SearchConfig, SupernetConfig
 from nasseg_tf.search.dpc.cache import ProxyBackboneConfig
+from nasseg_tf.search.dpc.costs import CellCostConfig
 from nasseg_tf.search.dpc.objectives import SyntheticObjectiveConfig
 from nasseg_tf.search.dpc.proxy import ProxyConfig
 from nasseg_tf.search.dpc.run import DPCSearchConfig
@@ -54,7 +56,7 @@ GROUPS = {
     "model": ModelConfig, "data": DataConfig, "training": TrainConfig,
     "evaluation": EvalConfig, "search": SearchConfig, "supernet": SupernetConfig,
     "dpc_search": DPCSearchConfig, "proxy": ProxyConfig, "backbone": ProxyBackboneConfig,
-    "synthetic": SyntheticObjectiveConfig,
+    "synthetic": SyntheticObjectiveConfig, "cost": CellCostConfig,
 }
 
 _CONFIGURABLE = {key: gin.external_configurable(cls, cls.GIN_NAME, module="nasseg_tf")

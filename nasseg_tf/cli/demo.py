@@ -205,7 +205,8 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
         f"features, then {dcfg.random_baseline} fresh random cells, top "
         f"{dcfg.rerank_top_k} re-ranked ...")
     dpc = dpc_run.run_search(dpc_dir, search=dcfg, argv=sys.argv,
-                             **configs.bound("data", "proxy", "backbone", "synthetic"))
+                             **configs.bound("data", "proxy", "backbone", "synthetic",
+                                             "cost"))
     configs.write_operative_config(dpc_dir)
     rows = dpc["leaderboard"]
     if rows:

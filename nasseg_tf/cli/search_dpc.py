@@ -42,7 +42,7 @@ def search(gin_file, gin_bindings, model_dir, project_dir):
         raise ValueError("give --model_dir (the search's folder)")
     model_dir = model_dir or project_dir
     configs.parse(gin_file, gin_bindings)
-    groups = configs.bound("data", "proxy", "backbone", "synthetic")
+    groups = configs.bound("data", "proxy", "backbone", "synthetic", "cost")
     out = dpc_run.run_search(model_dir, search=configs.get("dpc_search"), argv=sys.argv,
                              **groups)
     if out["role"] == "worker":

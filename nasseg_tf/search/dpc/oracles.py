@@ -3,13 +3,15 @@
 The oracle owns the search space and every trial (KerasTuner's design): the
 hyperparameters are the space's encoding (:meth:`DPCSearchSpace.declare`), one
 ``branch{i}_op`` and one ``branch{i}_input`` per branch, and ``populate_space`` proposes
-the next cell. Two strategies, in the :data:`ORACLES` registry:
+the next cell. Three strategies, in the :data:`ORACLES` registry:
 
 * ``random`` — :class:`DPCRandomSearchOracle`, the paper's search: "sample uniformly,
   and also sample near the best architectures seen so far". With probability
   ``explore`` a uniform sample, otherwise a mutation (:meth:`DPCSearchSpace.mutate`: one
   branch's op or input changed) of a trial drawn uniformly from the ``top_k`` completed
   trials.
+* ``pareto`` — :class:`DPCParetoOracle`, the same with the Pareto front of (val mIoU,
+  cost) as the pool of parents: a cost-aware search.
 * ``evolution`` — :class:`RegularizedEvolutionOracle`, aging evolution (Real et al.
   2019, Algorithm 1): the first ``population_size`` trials are uniform; after that the
   population is the last ``population_size`` completed trials (so the oldest dies when
@@ -60,6 +62,7 @@ from keras_tuner.engine.trial import Trial, TrialStatus
 
 from nasseg_tf.fileio import atomic_write_json
 from nasseg_tf.internals import oracle_retry_queue, oracle_state_file, oracle_trial_dir
+from nasseg_tf.search.dpc.costs import COSTS, pareto_front
 from nasseg_tf.search_space.dpc import DPCSearchSpace
 
 OBJECTIVE = "val_miou"
@@ -396,7 +399,50 @@ class RegularizedEvolutionOracle(DPCOracle):
                 {"kind": "mutation", "parent": parent.trial_id})
 
 
-ORACLES = {"random": DPCRandomSearchOracle, "evolution": RegularizedEvolutionOracle}
+class DPCParetoOracle(DPCRandomSearchOracle):
+    """Cost-aware random search: the parents are the Pareto front.
+
+    The front is the set of completed trials that no other completed trial dominates
+    in (val mIoU up, ``pareto_cost`` down) (:func:`pareto_front`); the cost is a
+    metric every trial reports (:data:`nasseg_tf.search.dpc.costs.COSTS`: ``madds`` by
+    default, exact and reproducible; ``params``; ``latency_ms``, measured on the worker's
+    machine). With probability ``explore`` a uniform sample, otherwise a mutation (one
+    branch's op or input changed) of a front member drawn uniformly.
+
+    Args:
+      explore: probability of a uniform sample.
+      pareto_cost: the cost metric.
+      **kwargs: :class:`DPCOracle` arguments.
+    """
+
+    NAME = "pareto"
+    OPTIONS = ("explore", "pareto_cost")
+
+    def __init__(self, space=None, explore=0.5, pareto_cost="madds", **kwargs):
+        if pareto_cost not in COSTS:
+            raise ValueError(f"unknown pareto_cost {pareto_cost!r}; known costs: "
+                             f"{', '.join(COSTS)}")
+        super().__init__(space, explore=explore, top_k=1, **kwargs)
+        self.pareto_cost = str(pareto_cost)
+
+    def front(self):
+        """The front's trials, cheapest first (completed trials with a cost)."""
+        done = [t for t in self.completed_trials() if t.metrics.exists(self.pareto_cost)]
+        points = [(t.score, t.metrics.get_last_value(self.pareto_cost)) for t in done]
+        return [done[i] for i in pareto_front(points)]
+
+    def propose(self, rng, trial_id):
+        explore = rng.random() < self.explore
+        parents = self.front()
+        if explore or not parents:
+            return self.space.sample(rng), {"kind": "uniform", "parent": None}
+        parent = parents[int(rng.integers(len(parents)))]
+        return (self.space.mutate(self.trial_cell(parent), rng),
+                {"kind": "mutation", "parent": parent.trial_id})
+
+
+ORACLES = {"random": DPCRandomSearchOracle, "evolution": RegularizedEvolutionOracle,
+           "pareto": DPCParetoOracle}
 
 
 def make_oracle(name, space=None, options=None, **kwargs):

@@ -3,7 +3,9 @@
 * :func:`plot_dpc_cell` — a Dense Prediction Cell as a DAG from the backbone features
   to the concat + 1×1 projection (§3.1);
 * :func:`plot_dpc_search` — val mIoU per trial, the best so far and the median of
-  random cells (§3.3).
+  random cells (§3.3);
+* :func:`plot_pareto_front` — val mIoU against Multiply-Adds with the Pareto front
+  (the cost-aware search).
 
 Every function draws with matplotlib's Agg canvas (no display, no pyplot state) and
 writes the PNG atomically (:func:`nasseg_tf.visualize.save_figure`).
@@ -18,6 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch, Patch
 from matplotlib.ticker import MaxNLocator
 
+from nasseg_tf.search.dpc.costs import pareto_front
 from nasseg_tf.search_space.dpc import DPCCell, load_dpc_cell
 from nasseg_tf.visualize import INCHES_PER_UNIT, NODE_STYLES, save_figure
 
@@ -288,13 +291,90 @@ def plot_dpc_search(rows, out_path, baseline=None):
                    label=f"median of {count} random cell{'s' if count != 1 else ''} "
                          f"({median:.3f})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("trial")
+    _finish_axes(ax, "trial", title, grid_axis="y", legend_y=-0.16, ncol=3, fontsize=8)
+    return save_figure(figure, out_path)
+
+
+def _finish_axes(ax, xlabel, title, grid_axis, legend_y, ncol, fontsize):
+    """Labels (y: the proxy's val mIoU), grid, no top/right spines, the legend below."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("val mIoU (proxy)")
-    ax.grid(axis="y", color="#dddddd", linewidth=0.6)
+    ax.grid(axis=grid_axis, color="#dddddd", linewidth=0.6)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False,
-                  fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, legend_y), ncol=ncol,
+                  frameon=False, fontsize=fontsize)
     ax.set_title(title, fontsize=10)
+
+
+# --------------------------------------------------------------------------------------
+# The cost-aware search: val mIoU against Multiply-Adds.
+
+_FRONT_COLOR = "#c0392b"
+_REFERENCE_STYLES = {"dpc_top1_cityscapes": ("#2c3e50", "-.", "published top-1 DPC cell"),
+                     "aspp": ("#16a085", ":", "ASPP (MobileNet-v2, DeepLabv3+)")}
+
+
+def plot_pareto_front(rows, out_path, references=None):
+    """Draws val mIoU against Multiply-Adds: the cost-aware DPC search's trade-off.
+
+    Every completed trial is a dot (hollow when stopped early); the Pareto front of
+    (val mIoU up, Multiply-Adds down) is a step line through its members (ringed). The
+    ``references`` — ``{name: {"madds": ...}}`` for the published top-1 cell and ASPP,
+    counted at the same feature size (:func:`nasseg_tf.search.dpc.costs.reference_costs`)
+    — are vertical lines at their cost: their mIoU on this task is not known (the
+    legend says so).
+
+    Args:
+      rows: leaderboard rows with ``val_miou`` and ``madds`` (rows without ``madds``
+        are not drawn), in any order; may be empty.
+      out_path: where to write the PNG.
+      references: optional ``{name: {"madds": number}}``.
+
+    Returns:
+      ``out_path``.
+    """
+    points = [(number, row) for number, row in trial_order(rows)
+              if row.get("madds") is not None]
+    references = references or {}
+    if not isinstance(references, dict):
+        raise ValueError(f"references: expected {{name: {{'madds': ...}}}}, got "
+                         f"{type(references).__name__}")
+    gmadds = [_finite(row["madds"], f"trial {row['trial_id']}.madds") / 1e9
+              for _, row in points]
+    mious = [float(row["val_miou"]) for _, row in points]
+    figure = Figure(figsize=(7.5, 4.4))
+    ax = figure.add_subplot()
+    if points:
+        hollow = np.array([bool(row.get("stopped_early")) for _, row in points])
+        xs, ys = np.array(gmadds), np.array(mious)
+        ax.scatter(xs[~hollow], ys[~hollow], s=30, color="#1f77b4", alpha=0.8, zorder=3,
+                   label="trial")
+        if hollow.any():
+            ax.scatter(xs[hollow], ys[hollow], s=30, facecolor="none",
+                       edgecolor="#1f77b4", alpha=0.8, zorder=3,
+                       label="trial stopped early")
+        front = pareto_front(list(zip(mious, gmadds)))
+        fx, fy = [gmadds[i] for i in front], [mious[i] for i in front]
+        ax.step(fx + [max(gmadds)], fy + [fy[-1]], where="post", color=_FRONT_COLOR,
+                linewidth=1.6, zorder=2, label=f"Pareto front ({len(front)} cells)")
+        ax.scatter(fx, fy, s=90, facecolor="none", edgecolor=_FRONT_COLOR, linewidth=1.4,
+                   zorder=4)
+        title = (f"DPC search: val mIoU vs Multiply-Adds, {len(points)} trials, "
+                 f"{len(front)} on the front")
+    else:
+        ax.text(0.5, 0.5, "no completed trial with a cost yet", ha="center",
+                va="center", transform=ax.transAxes, fontsize=10, color="#7f8c8d")
+        title = "DPC search: no completed trial with a cost yet"
+    for name, ref in references.items():
+        if not isinstance(ref, dict) or "madds" not in ref:
+            raise ValueError(f"references[{name!r}]: expected a dict with 'madds', got "
+                             f"{ref!r:.200}")
+        x = _finite(ref["madds"], f"references[{name!r}].madds") / 1e9
+        color, style, label = _REFERENCE_STYLES.get(name, ("#7f8c8d", "--", name))
+        ax.axvline(x, color=color, linestyle=style, linewidth=1.3, zorder=1,
+                   label=f"{label}: {x:.2f}B (its mIoU here is not known)")
+    _finish_axes(ax, "context module Multiply-Adds (billions)", title, grid_axis="both",
+                 legend_y=-0.15, ncol=2, fontsize=7.5)
     return save_figure(figure, out_path)

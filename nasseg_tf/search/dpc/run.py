@@ -21,6 +21,8 @@ from nasseg_tf import fileio, runfiles
 from nasseg_tf.data.inputs import DataConfig
 from nasseg_tf.search.dpc import plots
 from nasseg_tf.search.dpc.cache import ProxyBackboneConfig
+from nasseg_tf.search.dpc.costs import CellCostConfig, reference_costs
+from nasseg_tf.search.dpc.costs import cost_fn as costs_fn
 from nasseg_tf.search.dpc.leaderboard import PROGRESS_PNG, write_leaderboard
 from nasseg_tf.search.dpc.objectives import (OBJECTIVES, SyntheticObjectiveConfig,
                                              make_objective)
@@ -37,9 +39,14 @@ class DPCSearchConfig:
     """The DPC search (gin ``DPCSearch``, ``nasseg-search-dpc``); defaults follow the
     paper where it says.
 
-    Oracle: ``oracle`` (``random`` | ``evolution``), ``max_trials``, ``seed``;
-    ``explore`` and ``top_k`` (random search: uniform-sample probability, pool of
-    parents), ``population_size`` and ``sample_size`` (evolution). Space:
+    Oracle: ``oracle`` (``random`` | ``evolution`` | ``pareto``), ``max_trials``,
+    ``seed``; ``explore`` and ``top_k`` (random search: uniform-sample probability, pool
+    of parents), ``population_size`` and ``sample_size`` (evolution), ``pareto_cost``
+    (the Pareto oracle: the front of val mIoU and this cost, ``madds`` | ``params`` |
+    ``latency_ms``, is its pool of parents). Costs: ``costs`` measured for every trial
+    (:mod:`~nasseg_tf.search.dpc.costs`, at ``DPCCost``'s feature size; the Pareto cost
+    is always added), ``latency_cache`` (default ``<project_dir>/latency_cache.json``).
+    Space:
     ``num_branches``, ``rates``, ``grids``. Objective: ``objective`` (``proxy`` |
     ``synthetic``), the median stopping rule (``early_stopping``,
     ``early_stopping_min_trials``), ``cache_dir`` (proxy features; default
@@ -72,6 +79,9 @@ class DPCSearchConfig:
     top_k: int = 10
     population_size: int = 50
     sample_size: int = 10
+    pareto_cost: str = "madds"
+    costs: tuple = ("madds", "params")
+    latency_cache: str = None
     num_branches: int = 5
     rates: tuple = SEARCH_RATES
     grids: tuple = SEARCH_GRIDS
@@ -120,7 +130,7 @@ class DPCSearchConfig:
 
 
 def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
-               synthetic=None, argv=None, objective_fn=None, rerank_fn=None):
+               synthetic=None, argv=None, objective_fn=None, rerank_fn=None, cost=None):
     """Runs the DPC search in ``model_dir`` (resumes a previous one).
 
     As a worker: runs trials until the chief says stop. As the chief or alone: also
@@ -136,6 +146,8 @@ def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
         :class:`~nasseg_tf.search.dpc.cache.ProxyBackboneConfig` and
         :class:`~nasseg_tf.search.dpc.objectives.SyntheticObjectiveConfig` (defaults:
         their defaults).
+      cost: :class:`~nasseg_tf.search.dpc.costs.CellCostConfig` (where costs are
+        taken; default: DPC Table 1's basis).
       argv: the command line to save (default ``sys.argv``).
       objective_fn: overrides the configured objective (tests, custom proxies).
       rerank_fn: overrides the default whole-model fine-tuning.
@@ -147,6 +159,7 @@ def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
     cfg, data = search or DPCSearchConfig(), data or DataConfig()
     proxy, backbone = proxy or ProxyConfig(), backbone or ProxyBackboneConfig()
     synthetic = synthetic or SyntheticObjectiveConfig()
+    cost = cost or CellCostConfig()
     this_role = role()
     if objective_fn is None and cfg.objective not in OBJECTIVES:
         make_objective(cfg.objective)  # raises the error listing the known objectives
@@ -154,15 +167,19 @@ def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
     oracle = make_oracle(
         cfg.oracle, space,
         options={"explore": cfg.explore, "top_k": cfg.top_k,
-                 "population_size": cfg.population_size, "sample_size": cfg.sample_size},
+                 "population_size": cfg.population_size, "sample_size": cfg.sample_size,
+                 "pareto_cost": cfg.pareto_cost},
         max_trials=cfg.max_trials, seed=cfg.seed, early_stopping=cfg.early_stopping,
         early_stopping_min_trials=cfg.early_stopping_min_trials,
         max_retries_per_trial=cfg.max_retries_per_trial,
         max_consecutive_failed_trials=cfg.max_consecutive_failed_trials)
+    names = tuple(cfg.costs) + ((cfg.pareto_cost,) if cfg.oracle == "pareto" else ())
+    costs = costs_fn(tuple(dict.fromkeys(names)), cost, cfg.latency_cache or os.path.join(
+        fileio.abspath(model_dir), "latency_cache.json")) if names else None
     fileio.makedirs(model_dir)
     if this_role != "worker":
         runfiles.write_run_files(model_dir, [cfg, data.absolute(), proxy, backbone,
-                                             synthetic], argv)
+                                             synthetic, cost], argv)
     backbone_dir = None
     if cfg.backbone_steps > 0:
         backbone_dir = os.path.join(fileio.abspath(model_dir), "backbone")
@@ -184,12 +201,13 @@ def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
                                       backbone=backbone, synthetic=synthetic)
     tuner = DPCTuner(oracle, objective_fn, model_dir, verbose=cfg.verbose,
                      leaderboard_every_s=cfg.leaderboard_every_s,
-                     save_top_k=cfg.save_top_k)
+                     save_top_k=cfg.save_top_k, cost_fn=costs)
     tuner.search()
     if this_role == "worker":
         return {"role": this_role}
 
-    rows = write_leaderboard(oracle, model_dir, cfg.save_top_k, final=True)
+    rows = write_leaderboard(oracle, model_dir, cfg.save_top_k, final=True,
+                             references=reference_costs(cost) if names else None)
     baseline = None
     if cfg.random_baseline > 0:
         baseline = random_baseline(rows, space, objective_fn, model_dir,

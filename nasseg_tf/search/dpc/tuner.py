@@ -143,12 +143,17 @@ class DPCTuner(BaseTuner):
       leaderboard_every_s: minimum seconds between leaderboard rewrites during the
         search (the chief's, after each completed trial); 0 = after every trial.
       save_top_k: top cells written as JSON files.
+      cost_fn: optional ``cost_fn(cell) -> {name: value}``
+        (:func:`nasseg_tf.search.dpc.costs.cost_fn`): the cell's costs, reported with
+        ``val_miou`` as metrics of the trial (the Pareto oracle reads them).
     """
 
     def __init__(self, oracle, objective_fn, project_dir, verbose=True,
-                 reconnect_seconds=3600, leaderboard_every_s=10.0, save_top_k=10):
+                 reconnect_seconds=3600, leaderboard_every_s=10.0, save_top_k=10,
+                 cost_fn=None):
         self.space = oracle.space
         self.objective_fn = objective_fn
+        self.cost_fn = cost_fn
         self.verbose = bool(verbose)
         self.leaderboard_every_s = float(leaderboard_every_s)
         self.save_top_k = int(save_top_k)
@@ -224,6 +229,8 @@ class DPCTuner(BaseTuner):
         metrics = {OBJECTIVE: float(result["miou"]), "steps": float(steps),
                    "stopped_early": float(bool(result.get("stopped_early", False))),
                    "seconds": float(result.get("seconds", seconds))}
+        if self.cost_fn is not None:  # after the objective: a timing runs alone
+            metrics.update({k: float(v) for k, v in self.cost_fn(cell).items()})
         extra = {k: v for k, v in result.items()
                  if k not in ("miou", "steps", "stopped_early", "seconds", "history",
                               "cell")}
@@ -231,8 +238,10 @@ class DPCTuner(BaseTuner):
             "trial_id": trial.trial_id, "tuner_id": self.tuner_id, "metrics": metrics,
             "history": history, "cell": cell.to_config(), "describe": cell.describe(),
             "objective": extra}, indent=2, default=str) + "\n")
+        cost = (f", {metrics['madds'] / 1e9:.2f}B Multiply-Adds" if "madds" in metrics
+                else "")
         self._log(f"[{self.tuner_id}] trial {trial.trial_id}: {OBJECTIVE} "
-                  f"{metrics[OBJECTIVE]:.4f} ({int(steps)} steps"
+                  f"{metrics[OBJECTIVE]:.4f}{cost} ({int(steps)} steps"
                   f"{', stopped early' if metrics['stopped_early'] else ''}, "
                   f"{seconds:.1f} s)")
         return metrics

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from dpc_helpers import SPACE, new_oracle
+from dpc_helpers import SCORE, SPACE, new_oracle
 from nasseg_tf.search.dpc.objectives import SyntheticObjectiveConfig, synthetic_objective
-from nasseg_tf.search.dpc.oracles import (ORACLES, DPCRandomSearchOracle,
+from nasseg_tf.search.dpc.oracles import (ORACLES, DPCParetoOracle,
+                                         DPCRandomSearchOracle,
                                          RegularizedEvolutionOracle, TrialStatus,
                                          make_oracle)
 from nasseg_tf.search_space.dpc import DPCSearchSpace
@@ -201,10 +202,59 @@ def test_evolution_starts_uniform_then_mutates_the_population(tmp_path):
     assert len(set(_keys(oracle))) == 120
 
 
+def _fake_madds(cell):
+    """A deterministic stand-in cost: pooling cheap, 1x1 conv mid, separable dear."""
+    return float(sum(1 if b.op == "pyramid_pooling" else 5 if b.kernel == 1 else 9
+                     for b in cell.branches) + sum(b.input for b in cell.branches))
+
+
+def test_pareto_oracle_mutates_members_of_the_non_dominated_front(tmp_path):
+    oracle = new_oracle(tmp_path, name="pareto", max_trials=80, seed=4,
+                        options={"explore": 0.2, "pareto_cost": "madds", "top_k": 99})
+    assert isinstance(oracle, DPCParetoOracle) and oracle.pareto_cost == "madds"
+    fronts = {}
+    for number in range(80):
+        fronts[number] = {t.trial_id for t in oracle.front()}
+        trial = oracle.create_trial("tuner0")
+        cell = oracle.trial_cell(trial)
+        oracle.update_trial(trial.trial_id, {"val_miou": SCORE(cell),
+                                             "madds": _fake_madds(cell)})
+        trial.status = TrialStatus.COMPLETED
+        oracle.end_trial(trial)
+    mutations = 0
+    for number, trial_id in enumerate(sorted(oracle.trials)):
+        origin = oracle.origins[trial_id]
+        if origin["kind"] == "mutation":
+            mutations += 1
+            assert origin["parent"] in fronts[number]  # a front member then
+            assert _distance(oracle.trial_cell(trial_id),
+                             oracle.trial_cell(origin["parent"])) == 1
+        else:
+            assert origin["kind"] == "uniform"
+    assert 40 <= mutations <= 79  # explore 0.2: binomial(79, 0.8), mean 63
+    # The front is exactly the non-dominated completed trials (brute force).
+    points = {t.trial_id: (t.score, t.metrics.get_last_value("madds"))
+              for t in oracle.completed_trials()}
+    dominated = {i for i, (m, c) in points.items()
+                 if any(m2 >= m and c2 <= c and (m2, c2) != (m, c)
+                        for m2, c2 in points.values())}
+    front = [t.trial_id for t in oracle.front()]
+    assert set(front) == set(points) - dominated and len(front) >= 2
+    assert [points[i][1] for i in front] == sorted(points[i][1] for i in front)
+    assert json.loads(json.dumps(oracle.get_state()))["dpc"]["options"] == {
+        "explore": 0.2, "pareto_cost": "madds"}
+
+
+def test_pareto_oracle_rejects_an_unknown_cost():
+    with pytest.raises(ValueError, match="unknown pareto_cost 'flops'; known costs: "
+                                         "madds, params, latency_ms"):
+        make_oracle("pareto", SPACE, options={"pareto_cost": "flops"})
+
+
 def test_unknown_oracle_lists_the_known_ones():
-    assert set(ORACLES) == {"random", "evolution"}
+    assert set(ORACLES) == {"random", "evolution", "pareto"}
     with pytest.raises(ValueError, match="unknown DPC oracle 'bayes'; known oracles: "
-                                         "evolution, random"):
+                                         "evolution, pareto, random"):
         make_oracle("bayes", SPACE)
     assert isinstance(make_oracle("random", SPACE, options={"population_size": 3}),
                       DPCRandomSearchOracle)  # other strategies' options are ignored

@@ -115,3 +115,29 @@ def test_plot_dpc_search_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="path: required"):
         plots.plot_dpc_search(_rows(3), "")
     assert not os.listdir(tmp_path)
+
+
+def test_plot_pareto_front_writes_png_with_references(tmp_path):
+    rows = _rows(30, seed=2)
+    for i, row in enumerate(rows):
+        row["madds"] = int(2e9 + 1e8 * ((7 * i) % 13))
+    refs = {"dpc_top1_cityscapes": {"madds": 2_986_401_600}, "aspp": {"madds": 2.82e9}}
+    width, height = check_png(plots.plot_pareto_front(rows, tmp_path / "front.png", refs))
+    assert width > height
+    # Rows without a cost are left out; none at all, or one, still draw.
+    check_png(plots.plot_pareto_front(rows + [{"trial_id": "99", "val_miou": 0.9}],
+                                      tmp_path / "mixed.png"))
+    check_png(plots.plot_pareto_front(rows[:1], tmp_path / "one.png", refs))
+    check_png(plots.plot_pareto_front([], tmp_path / "empty.png", refs))
+
+
+def test_plot_pareto_front_rejects_bad_input(tmp_path):
+    out = tmp_path / "x.png"
+    with pytest.raises(ValueError, match=r"trial 00\.madds: expected a finite"):
+        plots.plot_pareto_front([{"trial_id": "00", "val_miou": 0.5,
+                                  "madds": float("inf")}], out)
+    with pytest.raises(ValueError, match=r"references\['aspp'\]: expected a dict"):
+        plots.plot_pareto_front(_rows(2), out, {"aspp": 3})
+    with pytest.raises(ValueError, match="references: expected"):
+        plots.plot_pareto_front(_rows(2), out, [1])
+    assert not os.listdir(tmp_path)

@@ -11,6 +11,7 @@ from PIL import Image
 from dpc_helpers import SCORE, SPACE, new_oracle
 from nasseg_tf.data.inputs import DataConfig
 from nasseg_tf.fileio import TEMP_MARKER
+from nasseg_tf.search.dpc.costs import count_cost
 from nasseg_tf.search.dpc.leaderboard import LEADERBOARD_COLUMNS, write_leaderboard
 from nasseg_tf.search.dpc.objectives import (SyntheticObjectiveConfig, make_objective,
                                              synthetic_objective)
@@ -99,6 +100,71 @@ def test_tuner_writes_trials_leaderboard_top_cells_and_rerank(tmp_path):
     assert [e["proxy_rank"] for e in spread["entries"]] == [1, 5, 10, 14]
 
 
+def _fake_costs(cell):
+    """Deterministic stand-in costs (no counting): separable convs dear, pooling cheap."""
+    dear = sum(b.op == "conv" and b.kernel == 3 for b in cell.branches)
+    return {"madds": 1e9 + 4e8 * dear + 1e7 * cell.branches[-1].input,
+            "params": 1000 * dear}
+
+
+def test_leaderboard_carries_costs_and_writes_the_front_in_the_official_format(tmp_path):
+    project = str(tmp_path / "search")
+    objective = synthetic_objective(SPACE, SyntheticObjectiveConfig(seed=3, steps=40,
+                                                                    eval_every=10))
+    oracle = new_oracle(tmp_path, name="pareto", options={"explore": 0.3}, max_trials=10,
+                        early_stopping_min_trials=3)
+    tuner = DPCTuner(oracle, objective, project, verbose=False, leaderboard_every_s=0,
+                     cost_fn=_fake_costs)
+    tuner.search()
+    refs = {"dpc_top1_cityscapes": {"madds": 3e9}, "aspp": {"madds": 2.8e9}}
+    rows = write_leaderboard(oracle, project, top_k=3, final=True, references=refs)
+    for row in rows:
+        assert {k: row[k] for k in ("madds", "params")} == _fake_costs(
+            load_dpc_cell(row["cell"]))
+        assert row["latency_ms"] is None  # not measured
+    front = [r for r in rows if r["on_front"]]
+    assert {r["trial_id"] for r in front} == {t.trial_id for t in oracle.front()}
+    for row in rows:  # brute force: on the front iff no row dominates it
+        beaten = any(o["val_miou"] >= row["val_miou"] and o["madds"] <= row["madds"]
+                     and (o["val_miou"], o["madds"]) != (row["val_miou"], row["madds"])
+                     for o in rows)
+        assert row["on_front"] == (not beaten)
+    with open(os.path.join(project, "pareto_front.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    cheapest_first = sorted(front, key=lambda r: r["madds"])
+    assert [e["trial_id"] for e in saved["entries"]] == [
+        r["trial_id"] for r in cheapest_first]
+    assert saved["cost"] == "madds"
+    files = sorted(os.listdir(os.path.join(project, "front_cells")))
+    assert files == [f"front_{i:02d}.json" for i in range(1, len(front) + 1)]
+    for name, row in zip(files, cheapest_first):
+        path = os.path.join(project, "front_cells", name)
+        assert load_dpc_cell(path).to_config() == row["cell"]  # the official format
+    with open(os.path.join(project, "leaderboard.csv"), encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert [float(r["madds"]) for r in table] == [r["madds"] for r in rows]
+    assert {r["latency_ms"] for r in table} == {""}
+    _check_png(os.path.join(project, "pareto_front.png"))
+
+
+def test_pareto_search_counts_the_cells_it_reports(tmp_path):
+    project = str(tmp_path / "search")
+    objective = synthetic_objective(SPACE, SyntheticObjectiveConfig(seed=3, steps=40,
+                                                                    eval_every=10))
+    config = DPCSearchConfig(oracle="pareto", costs=(), max_trials=2, verbose=False,
+                             leaderboard_every_s=0)
+    rows = run_search(project, search=config, argv=["test"],
+                      objective_fn=objective)["leaderboard"]
+    counted = count_cost(rows[0]["cell"])
+    assert rows[0]["madds"] == counted["madds"] and rows[0]["params"] is None
+    assert any(r["on_front"] for r in rows)
+    _check_png(os.path.join(project, "pareto_front.png"))
+    with pytest.raises(ValueError, match="unknown DPC cell cost 'flops'"):
+        run_search(str(tmp_path / "other"), search=DPCSearchConfig(costs=("flops",)),
+                   argv=["test"], objective_fn=objective)
+    assert not os.path.exists(tmp_path / "other")  # nothing half-written
+
+
 def test_unknown_objective_lists_the_known_ones():
     with pytest.raises(ValueError, match="known objectives: proxy, synthetic"):
         make_objective("oracle_score")
@@ -131,7 +197,8 @@ def test_search_run_leaves_pictures_and_tensorboard_events(tmp_path):
     objective = synthetic_objective(SPACE, SyntheticObjectiveConfig(seed=3, steps=40,
                                                                     eval_every=10))
     config = DPCSearchConfig(max_trials=9, verbose=False, early_stopping_min_trials=3,
-                             random_baseline=3, leaderboard_every_s=0, save_top_k=3)
+                             random_baseline=3, leaderboard_every_s=0, save_top_k=3,
+                             costs=())  # costs: the tests below
     out = run_search(project, search=config, data=DataConfig(), argv=["test"],
                      objective_fn=objective)
     files = set(os.listdir(project))
