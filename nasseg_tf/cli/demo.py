@@ -141,7 +141,7 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
         f"alpha/beta updated after step {scfg.warmup_steps} (the first step of each "
         "phase traces the supernet: about a minute) ...")
     searched = autodeeplab_run.run_search(search_dir, progress=True, argv=sys.argv,
-                                          **groups)
+                                          log=lambda line: log(f"      {line}"), **groups)
     configs.write_operative_config(search_dir)
     genotype = searched["genotype"]
     losses = [h["loss"] for h in searched["loop"].history]

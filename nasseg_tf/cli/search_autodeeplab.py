@@ -7,7 +7,9 @@ Usage:
 
 Rerunning resumes from the latest checkpoint (weights, α, β, both optimizers, step,
 data position). --model_dir receives genotype.json (updated at every decode),
-genotypes/step_*.json, cell.png, path.png, checkpoints/, train/ and arch/ (TensorBoard),
+genotypes/step_*.json, decodes.json (every decode's path and the Multiply-Adds of its
+derived network, real and expected; ``Search.cost_target`` makes the search
+cost-aware), cell.png, path.png, checkpoints/, train/ and arch/ (TensorBoard),
 config.gin, operative_config.gin and run_info.json.
 
 Random baseline (does the search beat chance at equal budget?):
@@ -108,13 +110,16 @@ def search(gin_file, gin_bindings, model_dir, random_baseline=0, retrain_dir=Non
     from nasseg_tf.search.autodeeplab import run as autodeeplab_run
 
     configs.parse(gin_file, gin_bindings)
-    out = autodeeplab_run.run_search(model_dir, argv=sys.argv,
+    out = autodeeplab_run.run_search(model_dir, argv=sys.argv, log=print,
                                      **configs.bound("search", "supernet", "data"))
     configs.write_operative_config(model_dir)
     genotype = out["genotype"]
     print("nasseg-search-autodeeplab: decoded architecture")
     for line in genotype.describe():
         print(f"  {line}")
+    if out["derived_madds"] is not None:
+        print(f"  derived network: {out['derived_madds']:,} Multiply-Adds (every decode: "
+              f"{model_dir}/{autodeeplab_run.DECODES_FILE})")
     print(f"  genotype: {model_dir}/genotype.json (retrain: nasseg-train ... "
           f"--gin_bindings=\"Model.genotype = '{model_dir}/genotype.json'\")")
 

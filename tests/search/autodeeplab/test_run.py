@@ -1,5 +1,6 @@
 """The Auto-DeepLab search on the one loop: warm-up, bilevel updates, decode, retrain."""
 
+import json
 import os
 import signal
 import subprocess
@@ -192,3 +193,61 @@ def test_search_with_partial_channels_and_dilated_separable_op(tmp_path):
     operative = (model_dir / "operative_config.gin").read_text()
     assert "Supernet.partial_channels = 2" in operative
     assert "Supernet.atrous_op = 'dilated_separable'" in operative
+
+
+def test_every_decode_records_the_real_multiply_adds_of_the_derived_network(searched):
+    from nasseg_tf.search.autodeeplab import cost  # pylint: disable=import-outside-toplevel
+
+    model_dir, out, _ = searched
+    with open(os.path.join(model_dir, "decodes.json"), encoding="utf-8") as f:
+        records = json.load(f)
+    assert [r["step"] for r in records] == [20, 40]
+    final = load_genotype(os.path.join(model_dir, "genotype.json"))
+    assert records[-1]["path"] == list(final.path)
+    # The demo recipe prices the model the demo retrains: F = 8, 64-filter heads, 64².
+    assert records[-1]["derived_madds"] == cost.derived_madds(
+        final, 8, (64, 64), records[-1]["num_classes"], 64, 64)
+    assert out["derived_madds"] == records[-1]["derived_madds"]
+    assert all(r["expected_madds"] > 0 for r in records)
+    history = out["loop"].history
+    assert "expected_madds" not in history[19] and history[20]["expected_madds"] > 0
+    assert "cost_penalty" not in history[20]  # no Search.cost_target: logged, not a loss
+
+
+def test_a_bad_cost_setting_exits_2_in_one_line_writing_nothing(tmp_path):
+    from console import run_console  # pylint: disable=import-outside-toplevel
+
+    model_dir = tmp_path / "run"
+    done = run_console("nasseg-search-autodeeplab", tmp_path,
+                       "--gin_file=search/autodeeplab_demo.gin", f"--model_dir={model_dir}",
+                       f"--gin_bindings=Data.data_dir = '{tmp_path / 'data'}'",
+                       "--gin_bindings=Search.cost_target = 1e6",
+                       "--gin_bindings=Search.cost_penalty = 'square'")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Search.cost_penalty: unknown form 'square'" in lines[0]
+    assert not model_dir.exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow  # two short searches (~2-4 min; make test-all)
+def test_a_lower_cost_target_yields_a_cheaper_decoded_network(tmp_path):
+    """Two searches, same seed and data; one with a cost target below the supernet's
+    expected cost at its start: its decoded network has fewer Multiply-Adds."""
+    data_dir = str(tmp_path / "data")
+    ensure_demo_dataset(data_dir, num_train=8, num_val=2, height=40, width=40, seed=0)
+    madds = {}
+    for name, target in (("free", []), ("cheap", ["Search.cost_target = 2e6",
+                                                  "Search.cost_weight = 10.0"])):
+        configs.parse([os.path.join(REPO, "gin", "search", "autodeeplab_demo.gin")], [
+            f"Data.data_dir = '{data_dir}'", "Supernet.num_layers = 3",
+            "Supernet.num_blocks = 2", "Supernet.filter_multiplier = 2",
+            "Search.steps = 12", "Search.warmup_steps = 2", "Search.batch_size = 4",
+            "Search.crop_size = (32, 32)", "Search.checkpoint_every = 12",
+            "Search.decode_every = 12", "Search.shuffle_buffer = 4",
+            "Search.arch_learning_rate = 0.03", *target])
+        out = gin_runs.search(str(tmp_path / name), progress=False)
+        madds[name] = out["derived_madds"]
+        if target:
+            history = out["loop"].history
+            assert history[-1]["cost_penalty"] < history[2]["cost_penalty"]
+    assert madds["cheap"] < 0.9 * madds["free"], madds
