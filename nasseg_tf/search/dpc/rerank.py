@@ -218,7 +218,8 @@ def train_whole_model(model_fn, info, train_pattern, work_dir, steps, batch_size
     return task.model
 
 
-def _with_bn_momentum(overrides, steps):
+def rerank_overrides(overrides, steps):
+    """``overrides`` with :func:`short_run_bn_momentum` unless they set ``bn_momentum``."""
     overrides = dict(overrides or {})
     overrides.setdefault("bn_momentum", short_run_bn_momentum(steps))
     return overrides
@@ -232,7 +233,7 @@ def train_backbone(info, train_pattern, work_dir, steps, batch_size, crop_size,
     ``model_name`` (MobileNet-v2 + ASPP) trained for ``steps`` in ``work_dir`` — a
     training run that :class:`~nasseg_tf.search.dpc.cache.ProxyBackboneConfig`'s
     ``weights`` and the re-ranking's warm start read. Resumes; returns ``work_dir``."""
-    overrides = _with_bn_momentum(model_overrides, steps)
+    overrides = rerank_overrides(model_overrides, steps)
     train_whole_model(
         lambda: zoo.build(model_name, num_classes=info.num_classes, **overrides),
         info, train_pattern, work_dir, steps, batch_size, crop_size, learning_rate,
@@ -245,11 +246,32 @@ def train_backbone(info, train_pattern, work_dir, steps, batch_size, crop_size,
 RERANK_INIT_EXCLUDE = (r"context/.*", r"logits/.*")
 
 
+def finetune_and_evaluate(model_fn, info, train_pattern, val_pattern, work_dir, steps,
+                          batch_size, crop_size, learning_rate, eval_images=None, seed=0,
+                          init_checkpoint=None, init_exclude=RERANK_INIT_EXCLUDE):
+    """One re-ranked model: ``model_fn()`` trained for ``steps`` steps
+    (:func:`train_whole_model`, warm-started from ``init_checkpoint`` except
+    ``init_exclude``), evaluated on ``val_pattern`` (the first ``eval_images``);
+    writes ``work_dir/eval_results.json`` and returns ``{"miou": ...}``. Also the way to
+    fine-tune a hand-designed head (ASPP, a published cell) at the re-ranking's budget."""
+    model = train_whole_model(model_fn, info, train_pattern, work_dir, steps, batch_size,
+                              crop_size, learning_rate, seed=seed,
+                              init_checkpoint=init_checkpoint, init_exclude=init_exclude)
+    dataset = build_dataset(val_pattern, num_classes=info.num_classes,
+                            ignore_label=info.ignore_label, training=False)
+    results = evaluation.evaluate(model, dataset, info.num_classes,
+                                  ignore_label=info.ignore_label, max_images=eval_images,
+                                  progress=False)
+    atomic_write_json(os.path.join(work_dir, "eval_results.json"),
+                      {"miou": results["miou"], "steps": int(steps)}, indent=2)
+    return {"miou": float(results["miou"])}
+
+
 def finetune_rerank_fn(info, train_pattern, val_pattern, steps, batch_size, crop_size,
                        learning_rate, model_name="mobilenetv2_dpc", model_overrides=None,
                        eval_images=None, seed=0, init_checkpoint=None):
-    """The default ``rerank_fn``: trains the whole model for ``steps`` steps
-    (:func:`train_whole_model`) and returns its val mIoU.
+    """The default ``rerank_fn``: trains the whole model for ``steps`` steps and returns
+    its val mIoU (:func:`finetune_and_evaluate`).
 
     ``init_checkpoint``: the trained proxy backbone (:func:`train_backbone`); the model
     starts from its weights except :data:`RERANK_INIT_EXCLUDE` (the paper fine-tunes
@@ -258,21 +280,14 @@ def finetune_rerank_fn(info, train_pattern, val_pattern, steps, batch_size, crop
     unless ``model_overrides`` sets ``bn_momentum``. Checkpoints go to
     ``work_dir/checkpoints``, so an interrupted re-ranking resumes.
     """
-    overrides = _with_bn_momentum(model_overrides, steps)
+    overrides = rerank_overrides(model_overrides, steps)
 
     def rerank_fn(cell, work_dir):
-        model = train_whole_model(
+        return finetune_and_evaluate(
             lambda: build_rerank_model(cell, info.num_classes, model_name, overrides),
-            info, train_pattern, work_dir, steps, batch_size, crop_size, learning_rate,
-            seed=seed, init_checkpoint=init_checkpoint, init_exclude=RERANK_INIT_EXCLUDE)
-        dataset = build_dataset(val_pattern, num_classes=info.num_classes,
-                                ignore_label=info.ignore_label, training=False)
-        results = evaluation.evaluate(model, dataset, info.num_classes,
-                                      ignore_label=info.ignore_label,
-                                      max_images=eval_images, progress=False)
-        atomic_write_json(os.path.join(work_dir, "eval_results.json"),
-                          {"miou": results["miou"], "steps": int(steps)}, indent=2)
-        return {"miou": float(results["miou"])}
+            info, train_pattern, val_pattern, work_dir, steps, batch_size, crop_size,
+            learning_rate, eval_images=eval_images, seed=seed,
+            init_checkpoint=init_checkpoint)
 
     return rerank_fn
 
