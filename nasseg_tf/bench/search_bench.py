@@ -6,17 +6,18 @@ backward + SGD on trainA) and the architecture step (forward + backward + Adam o
 from trainB). For each: the first call (Python tracing + graph optimisation + the first
 run) and the median of the following calls; plus the traced graph's node count, the
 supernet's forward Multiply-Adds (:func:`graph_madds`) and the process' peak resident
-memory with its breakdown (``rss_*_gib``, resident memory read from ``/proc/self/statm``
-at four points; peak from ``getrusage``):
+memory with its breakdown (``rss_*_gib``: resident memory from ``/proc/self/statm``,
+peak from ``getrusage``; the pieces are traced and run in the search loop's order):
 
-* ``rss_runtime_baseline_gib``: TensorFlow and Keras imported, nothing built;
+* ``rss_runtime_baseline_gib``: TensorFlow and Keras imported and the runtime started
+  (one scalar op), nothing built;
 * ``rss_build_gib``: + the supernet, its optimisers' slots and the input pipelines;
-* ``rss_graph_gib``: + both compiled pieces traced (Python tracing; the first call
-  is timed in two parts, ``{part}_trace_seconds`` and the rest);
+* ``rss_graph_gib``: what tracing added (Python tracing of each piece, measured around
+  it; the first call is timed in two parts, ``{part}_trace_seconds`` and the rest);
 * ``rss_activations_gib``: peak − all of the above: graph optimisation and executor
-  state of the first calls, plus the steps' activations and allocator caches;
-* ``rss_after_steps_gib`` (resident after the timed steps) bounds the transient part:
-  peak − after-steps is memory the steps freed again.
+  state of the first calls, the steps' activations and allocator caches;
+* ``rss_after_steps_gib`` (resident after the timed steps): peak − after-steps is
+  memory the steps freed again.
 """
 
 import os
@@ -127,6 +128,7 @@ def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_laye
                  steps=3, seed=0,
                  count_madds=True, partial_channels=1, atrous_op="regular"):
     """Runs the benchmark; returns a JSON-ready dict."""
+    float(tf.constant(1.0) + 1.0)  # start the runtime (devices, thread pools)
     rss_baseline = _rss_gib()
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -162,14 +164,13 @@ def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_laye
                                              for v in task.model.weight_variables))
         result["loop_start"] = int(task.model.loop_start)  # first looped layer (L: none)
         rss_build = _rss_gib()
-        parts = {}
+        rss_graph = 0.0
         for part, inputs in task.step_parts("bilevel"):
-            parts[part] = loop.compile_part(iterators, part, inputs)
-            t0 = time.perf_counter()
-            parts[part].get_concrete_function()
+            fn = loop.compile_part(iterators, part, inputs)
+            before, t0 = _rss_gib(), time.perf_counter()
+            fn.get_concrete_function()
             result[f"{part}_trace_seconds"] = time.perf_counter() - t0
-        rss_graph = _rss_gib()
-        for part, fn in parts.items():
+            rss_graph += _rss_gib() - before
             result[f"{part}_first_call_seconds"] = (result[f"{part}_trace_seconds"]
                                                     + _timed(fn))
             result[f"{part}_graph_nodes"] = _graph_nodes(fn)
@@ -179,8 +180,8 @@ def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_laye
         result["peak_rss_gib"] = _peak_rss_gib()
         result.update(rss_runtime_baseline_gib=rss_baseline,
                       rss_build_gib=rss_build - rss_baseline,
-                      rss_graph_gib=rss_graph - rss_build,
-                      rss_activations_gib=result["peak_rss_gib"] - rss_graph,
+                      rss_graph_gib=rss_graph,
+                      rss_activations_gib=result["peak_rss_gib"] - rss_build - rss_graph,
                       rss_after_steps_gib=_rss_gib())
         if count_madds:
             result["forward_madds"] = int(forward_madds(task.model, crop_size, batch_size))

@@ -36,7 +36,17 @@ def test_graph_madds_counts_batched_products():
 @pytest.mark.slow  # traces two supernet steps (make test-all)
 def test_search_benchmark_reports_both_steps():
     result = bench_search(crop_size=(17, 17), batch_size=2, filter_multiplier=2,
-                          num_layers=1, num_classes=3, steps=1)
+                          num_layers=1, num_classes=3, steps=1, partial_channels=2,
+                          atrous_op="dilated_separable")
+    assert result["partial_channels"] == 2 and result["atrous_op"] == "dilated_separable"
+    # The peak's breakdown adds up to the peak; the runtime alone is hundreds of MiB.
+    # (Tracing this toy adds next to nothing: its graph part may be a few MiB either way.)
+    parts = [result[f"rss_{k}_gib"] for k in ("runtime_baseline", "build", "graph",
+                                              "activations")]
+    assert abs(sum(parts) - result["peak_rss_gib"]) < 1e-6
+    assert parts[0] > 0.1 and result["rss_after_steps_gib"] > parts[0]
+    for part in ("weights", "arch"):
+        assert 0 < result[f"{part}_trace_seconds"] < result[f"{part}_first_call_seconds"]
     for part in ("weights", "arch"):
         assert result[f"{part}_first_call_seconds"] > 0
         assert result[f"{part}_step_seconds_median"] > 0
