@@ -212,6 +212,12 @@ def run_demo(output_dir, gin_bindings=(), search_bindings=(), dpc_bindings=(), l
     if rows:
         log(f"      best cell (proxy val mIoU {rows[0]['val_miou']:.3f}): "
             f"{rows[0]['describe']}")
+    front = sorted((r for r in rows if r["on_front"] and r["madds"] is not None),
+                   key=lambda r: r["madds"])
+    if front:  # the Pareto oracle's parents: val mIoU against Multiply-Adds
+        log(f"      Pareto front, {len(front)} cells (val mIoU at context Multiply-Adds): "
+            + ", ".join(f"{r['val_miou']:.3f} at {r['madds'] / 1e9:.2f}B" for r in front)
+            + f"; {dpc_dir}/pareto_front.png")
     if dpc["baseline"] is not None:
         log(f"      median of {dpc['baseline']['count']} random cells: "
             f"{dpc['baseline']['median_random_miou']:.3f}")

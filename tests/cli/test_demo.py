@@ -44,6 +44,8 @@ def test_demo_searches_retrains_the_result_and_reports(tmp_path):
     assert len(out["dpc_leaderboard"]) == 2
     assert os.path.exists(os.path.join(out["dpc_dir"], "best_cell.json"))
     assert "median of 1 random cells" in text
+    assert "Pareto front, " in text  # the recipe's DPC oracle is the cost-aware one
+    assert os.path.getsize(os.path.join(out["dpc_dir"], "pareto_front.png")) > 1000
     # One random Auto-DeepLab architecture at the retrain's budget, reported at the end.
     versus = out["random_baseline"]
     assert versus["complete"] and versus["searched"]["miou"] == out["miou"]

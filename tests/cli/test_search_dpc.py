@@ -124,6 +124,33 @@ def test_chief_and_two_workers_complete_the_search_without_duplicates(tmp_path, 
     assert "worker done" in _output(procs[1]) and "worker done" in _output(procs[2])
 
 
+@pytest.mark.slow  # ~20 s of subprocesses; the oracle's logic: tests/search/dpc
+def test_pareto_search_with_a_chief_and_two_workers(tmp_path, launch):
+    project, port = str(tmp_path / "search"), _free_port()
+    bindings = SYNTHETIC + ("DPCSearch.max_trials = 8", "SyntheticObjective.seconds = 0.3",
+                            "DPCSearch.oracle = 'pareto'", "DPCSearch.explore = 0.25",
+                            "DPCSearch.costs = ()")
+    procs = [launch(project, *bindings, tuner_id=t, port=port)
+             for t in ("chief", "tuner0", "tuner1")]
+    _wait(procs, timeout=180)
+    _check_complete_search(project, 8, {"tuner0", "tuner1"})
+    with open(os.path.join(project, "leaderboard.json"), encoding="utf-8") as f:
+        rows = json.load(f)["entries"]
+    assert all(r["madds"] > 0 and r["params"] is None for r in rows)  # the workers count
+    by_id = {r["trial_id"]: r for r in rows}
+    mutations = [r for r in rows if r["origin"] == "mutation"]
+    assert mutations  # explore 0.25 over 7 trials after the first
+    for row in mutations:  # one-step mutations of a completed trial
+        parent = SPACE.encode(load_dpc_cell(by_id[row["parent"]]["cell"]))
+        child = SPACE.encode(load_dpc_cell(row["cell"]))
+        assert sum(parent[k] != child[k] for k in child) == 1
+    with open(os.path.join(project, "pareto_front.json"), encoding="utf-8") as f:
+        front = json.load(f)["entries"]
+    assert {e["trial_id"] for e in front} == {r["trial_id"] for r in rows if r["on_front"]}
+    assert len(os.listdir(os.path.join(project, "front_cells"))) == len(front)
+    assert os.path.getsize(os.path.join(project, "pareto_front.png")) > 1000
+
+
 @pytest.mark.slow  # make test time (issue 13); run by make test-all
 def test_killed_chief_restarts_without_losing_or_repeating_trials(tmp_path, launch):
     project, port = str(tmp_path / "search"), _free_port()
