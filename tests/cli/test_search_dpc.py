@@ -184,14 +184,18 @@ def test_bad_configuration_exits_with_a_clear_error(tmp_path, launch):
     bad_binding = launch(project, "DPCSearch.no_such_setting = 1")
     bad_oracle = launch(project, "DPCSearch.oracle = 'bayes'")
     no_port = launch(project, *SYNTHETIC, env={"KERASTUNER_ORACLE_IP": "127.0.0.1"})
-    for proc in (bad_binding, bad_oracle, no_port):
+    bad_cost = launch(project, "DPCSearch.oracle = 'pareto'",
+                      "DPCSearch.pareto_cost = 'flops'")
+    for proc in (bad_binding, bad_oracle, no_port, bad_cost):
         proc.wait(120)
         assert proc.returncode == 2, _output(proc)
         assert "Traceback" not in _output(proc)
     assert "nasseg-search-dpc: error: bad gin configuration" in _output(bad_binding)
     assert "no_such_setting" in _output(bad_binding)
-    assert ("unknown DPC oracle 'bayes'; known oracles: evolution, random"
+    assert ("unknown DPC oracle 'bayes'; known oracles: evolution, pareto, random"
             in _output(bad_oracle))
+    assert ("error: unknown pareto_cost 'flops'; known costs: madds, params, latency_ms"
+            in _output(bad_cost))
     assert "KERASTUNER_ORACLE_PORT and KERASTUNER_TUNER_ID" in _output(no_port)
 
 
