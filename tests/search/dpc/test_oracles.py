@@ -209,11 +209,11 @@ def _fake_madds(cell):
 
 
 def test_pareto_oracle_mutates_members_of_the_non_dominated_front(tmp_path):
-    oracle = new_oracle(tmp_path, name="pareto", max_trials=80, seed=4,
+    oracle = new_oracle(tmp_path, name="pareto", max_trials=50, seed=4,
                         options={"explore": 0.2, "pareto_cost": "madds", "top_k": 99})
     assert isinstance(oracle, DPCParetoOracle) and oracle.pareto_cost == "madds"
     fronts = {}
-    for number in range(80):
+    for number in range(50):
         fronts[number] = {t.trial_id for t in oracle.front()}
         trial = oracle.create_trial("tuner0")
         cell = oracle.trial_cell(trial)
@@ -231,7 +231,7 @@ def test_pareto_oracle_mutates_members_of_the_non_dominated_front(tmp_path):
                              oracle.trial_cell(origin["parent"])) == 1
         else:
             assert origin["kind"] == "uniform"
-    assert 40 <= mutations <= 79  # explore 0.2: binomial(79, 0.8), mean 63
+    assert 25 <= mutations <= 49  # explore 0.2: binomial(49, 0.8), mean 39, sd 2.8
     # The front is exactly the non-dominated completed trials (brute force).
     points = {t.trial_id: (t.score, t.metrics.get_last_value("madds"))
               for t in oracle.completed_trials()}
