@@ -3,13 +3,14 @@
 #   make test       the CI tier: everything but the `slow` tests (under 12 minutes here)
 #   make test-fast  the inner loop: no end-to-end runs, no graph-heavy supernets (~2 min)
 #   make test-all   every test, the `slow` tier included
+#   make bench-inia19  the README's "Does the search help?" table (a few CPU-hours; resumes)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
-.PHONY: demo test test-fast test-all install clean
+.PHONY: demo test test-fast test-all install clean bench-inia19
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,9 @@ test-fast: $(STAMP)
 
 test-all: $(STAMP)
 	$(PYTEST) tests
+
+bench-inia19: $(STAMP)
+	$(PY) bench/inia19_table.py --record=bench/inia19_table.json
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info
