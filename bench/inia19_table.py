@@ -281,6 +281,7 @@ def collect(plan, state):
         top = min(entries, key=lambda e: e["proxy_rank"])
         dpc["proxy_top1"] = {"proxy_miou": top["proxy_miou"], "miou": top["rerank_miou"],
                              "describe": top["describe"]}
+        dpc["proxy_top1_cell"] = top.get("cell")
         dpc["rerank_winner"] = {"proxy_rank": result["best"]["proxy_rank"],
                                 "miou": result["best"]["rerank_miou"]}
         dpc["reranked"] = _stats([e["rerank_miou"] for e in entries])
@@ -304,6 +305,68 @@ def collect(plan, state):
     return figures
 
 
+def _count_saved(path, size):
+    """Multiply-Adds (millions) and params (millions) of a saved ``model.keras``."""
+    if not os.path.exists(path):
+        return None
+    import importlib
+    import keras
+    from nasseg_tf import counting
+    importlib.import_module("nasseg_tf.models.zoo")  # registers the package's layers
+    report = counting.count(keras.saving.load_model(path, compile=False), size)
+    keras.backend.clear_session()
+    return {"madds_m": round(report.madds / 1e6, 1), "params_m": round(report.params / 1e6, 3)}
+
+
+def _count_dpc(plan, cell_config, size, aspp=False):
+    """The same for a DPC-block model built as the re-ranking builds it."""
+    import keras
+    from nasseg_tf import counting
+    from nasseg_tf.models import zoo
+    from nasseg_tf.search.dpc import rerank
+    from nasseg_tf.search_space.dpc import DPCCell
+    settings = read_json(plan.path("dpc_search", "rerank.json"))["settings"]
+    overrides = rerank.rerank_overrides(settings["model_overrides"], settings["steps"])
+    num_classes = read_json(os.path.join(plan.data, "dataset.json"))["num_classes"]
+    if aspp:
+        model = zoo.build("mobilenetv2_aspp", num_classes=num_classes, **dict(
+            ASPP_OVERRIDES, context_filters=overrides.get("context_filters", 256)))
+    else:
+        model = rerank.build_rerank_model(DPCCell.from_config(cell_config), num_classes,
+                                          settings["model"], overrides)
+    report = counting.count(model, size)
+    keras.backend.clear_session()
+    return {"madds_m": round(report.madds / 1e6, 1), "params_m": round(report.params / 1e6, 3)}
+
+
+def costs(plan, figures, size=(129, 129)):
+    """Multiply-Adds and params at ``size`` of the compared networks (equal budget in
+    steps is not equal compute): ``figures["costs"]``."""
+    from nasseg_tf.search_space.dpc import load_dpc_cell
+    out = {"input_size": list(size)}
+    out["adl_searched"] = _count_saved(plan.path("adl_searched_s0", "model.keras"), size)
+    out["mnv2_aspp"] = _count_saved(plan.path("mnv2_aspp_s0", "model.keras"), size)
+    out["adl_random"] = [c for c in (_count_saved(plan.path(
+        "adl_random", f"random_{i:03d}", "model.keras"), size) for i in range(plan.random))
+        if c]
+    if os.path.exists(plan.path("dpc_search", "rerank.json")):
+        top = figures["dpc"].get("proxy_top1_cell")
+        out["dpc_proxy_top1"] = _count_dpc(plan, top, size) if top else None
+        out["dpc_published"] = _count_dpc(
+            plan, load_dpc_cell("dpc_top1_cityscapes").to_config(), size)
+        out["dpc_aspp"] = _count_dpc(plan, None, size, aspp=True)
+    figures["costs"] = out
+
+
+def _cost(figures, key):
+    value = figures.get("costs", {}).get(key)
+    if isinstance(value, list):
+        if not value:
+            return "—"
+        return f"{np.mean([v['madds_m'] for v in value]):.0f} (mean)"
+    return "—" if not value else f"{value['madds_m']:.0f}"
+
+
 def _fmt(stats):
     if stats is None:
         return "—"
@@ -320,28 +383,30 @@ def _one(value):
 def markdown(figures):
     adl, dpc = figures["adl"], figures["dpc"]
     ah, dh = adl["cpu_h"], dpc["cpu_h"]
-    lines = ["| block | network | val mIoU (mean ± std; range) | CPU-hours |",
-             "|---|---|---|---|",
+    c = lambda key: _cost(figures, key)  # noqa: E731
+    lines = ["| block | network | val mIoU (mean ± std; range) | MAdds (M, 129²) | CPU-hours |",
+             "|---|---|---|---|---|",
              f"| Auto-DeepLab, from scratch | searched (cell + path) | {_fmt(adl['searched'])} "
-             f"| search {ah['search']}, retrain {ah['retrain_each']} each |",
-             f"| | random architectures | {_fmt(adl.get('random'))} | "
+             f"| {c('adl_searched')} | search {ah['search']}, retrain {ah['retrain_each']} each |",
+             f"| | random architectures | {_fmt(adl.get('random'))} | {c('adl_random')} | "
              f"{ah['random_all']} for all |",
              f"| | MobileNet-v2 + ASPP (hand-designed) | {_fmt(adl['mnv2_aspp'])} | "
-             f"{ah['mnv2_aspp_each']} each |"]
+             f"{c('mnv2_aspp')} | {ah['mnv2_aspp_each']} each |"]
     top = dpc.get("proxy_top1") or {}
     winner = dpc.get("rerank_winner") or {}
     lines += [
         f"| DPC, fine-tuned from the trained backbone | proxy's top-1 cell | "
-        f"{_one(top.get('miou'))} | backbone {dh['backbone']}, search + re-rank "
-        f"{dh['search_and_rerank']} |",
+        f"{_one(top.get('miou'))} | {c('dpc_proxy_top1')} | backbone {dh['backbone']}, "
+        f"search + re-rank {dh['search_and_rerank']} |",
         f"| | re-rank winner (proxy rank {winner.get('proxy_rank', '—')}) | "
-        f"{_one(winner.get('miou'))} | |",
+        f"{_one(winner.get('miou'))} | | |",
         f"| | re-ranked cells (proxy ranks {dpc.get('proxy_ranks', '—')}) | "
-        f"{_fmt(dpc.get('reranked'))} | |",
-        f"| | fresh random cells | {_fmt(dpc.get('random_cells'))} | "
+        f"{_fmt(dpc.get('reranked'))} | | |",
+        f"| | fresh random cells | {_fmt(dpc.get('random_cells'))} | | "
         f"{dh['finetune_each']} each |",
-        f"| | published DPC cell (Cityscapes top-1) | {_one(dpc.get('published'))} | |",
-        f"| | ASPP (hand-designed) | {_one(dpc.get('aspp'))} | |",
+        f"| | published DPC cell (Cityscapes top-1) | {_one(dpc.get('published'))} | "
+        f"{c('dpc_published')} | |",
+        f"| | ASPP (hand-designed) | {_one(dpc.get('aspp'))} | {c('dpc_aspp')} | |",
         "", f"Majority-class mIoU on val: {_one(figures['majority_class_miou'])}."]
     rho, interval = dpc.get("spearman"), dpc.get("spearman_interval")
     if rho is not None:
@@ -397,6 +462,7 @@ def main(argv=None):
                 continue
             run_row(plan, name, command, state)
     figures = collect(plan, state)
+    costs(plan, figures)
     table = markdown(figures)
     with open(plan.path("table.md"), "w") as f:
         f.write(table + "\n")

@@ -91,7 +91,7 @@ def test_table_from_finished_runs(tmp_path):
     assert figures["dpc"]["random_cells"]["n"] == 1  # random_0 not finished
     assert figures["dpc"]["aspp"] is None
     text = table.markdown(figures)
-    assert "| searched (cell + path) | 0.320 ± 0.028 (n = 2; 0.300–0.340) | search 2.0" in text
+    assert "| searched (cell + path) | 0.320 ± 0.028 (n = 2; 0.300–0.340) | — | search 2.0" in text
     assert "re-rank winner (proxy rank 4) | 0.330" in text
     assert "| ASPP (hand-designed) | — |" in text
     assert "Majority-class mIoU on val: 0.200." in text
