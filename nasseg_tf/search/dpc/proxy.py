@@ -208,8 +208,11 @@ def train_and_score(model_fn, train_dataset, val_dataset, num_classes, ignore_la
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     iterator = iter(train_dataset)
 
+    # The iterator is an argument, not a capture: TensorFlow keeps every traced train
+    # step's graph alive (see nasseg_tf.train.loop.CompiledPart), and a graph that
+    # captured the iterator would keep it, and its tf.data threads, until exit.
     @tf.function
-    def train_step():
+    def train_step(iterator):
         return task.train_step(step_var, next(iterator))["loss"]
 
     @tf.function
@@ -230,7 +233,7 @@ def train_and_score(model_fn, train_dataset, val_dataset, num_classes, ignore_la
     step = 0
     for step in range(1, config.steps + 1):
         t0 = time.perf_counter()
-        loss = float(train_step())
+        loss = float(train_step(iterator))
         step_times.append(time.perf_counter() - t0)
         if not math.isfinite(loss):
             reason, miou = "non_finite_loss", 0.0
