@@ -53,8 +53,10 @@ def search(gin_file, gin_bindings, model_dir, project_dir):
     print(f"nasseg-search-dpc: {len(rows)} completed trials; leaderboard: "
           f"{model_dir}/leaderboard.csv")
     for row in rows[:5]:
-        print(f"  #{row['rank']} trial {row['trial_id']} val_miou {row['val_miou']:.4f}  "
-              f"{row['describe']}")
+        score = (f" score {row['score']:.4f}" if row["score"] != row["val_miou"]
+                 else "")  # a cost-scored objective ranks by the score
+        print(f"  #{row['rank']} trial {row['trial_id']} val_miou {row['val_miou']:.4f}"
+              f"{score}  {row['describe']}")
     if rows:
         best = f"{model_dir}/best_cell.json"
         print(f"  best cell: {best} (train it: nasseg-train ... "

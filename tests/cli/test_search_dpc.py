@@ -244,3 +244,38 @@ def test_demo_search_with_the_real_proxy(tmp_path, launch):
     assert "re-ranked 1 cells" in _output(proc)
     # The chain: the proxy backbone was trained on the task first.
     assert os.path.isdir(os.path.join(project, "backbone", "checkpoints"))
+
+
+@pytest.mark.slow  # two processes, ~15 s here; the scoring's logic: tests/search/dpc
+def test_cost_scored_search_from_another_folder(tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "nasseg-search-dpc")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    for var in ("TUNER_ID", "ORACLE_IP", "ORACLE_PORT"):
+        env.pop(f"KERASTUNER_{var}", None)
+    bindings = ["DPCSearch.objective = 'synthetic_cost'", "DPCSearch.costs = ()",
+                "DPCSearch.max_trials = 4", "DPCSearch.cost_target = 1e9",
+                "DPCSearch.cost_exponent = -1.0"]
+
+    def start(folder, *extra):
+        args = [script, f"--model_dir={folder}"]
+        args += [f"--gin_bindings={b}" for b in bindings + list(extra)]
+        return subprocess.Popen(args, cwd=tmp_path, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    good = start("search")
+    bad = start("bad", "DPCSearch.cost_exponent_below = 0.5")
+    out, err = good.communicate(timeout=300)
+    assert good.returncode == 0, err[-3000:]
+    bad_out, bad_err = bad.communicate(timeout=300)
+    assert bad.returncode == 2 and not bad_out and "Traceback" not in bad_err
+    assert bad_err.strip().splitlines() == [
+        "nasseg-search-dpc: error: DPCSearch.cost_exponent_below: expected a finite "
+        "number <= 0 (a dearer cell must not score higher), got 0.5"]
+    assert not os.path.exists(tmp_path / "bad")
+    with open(tmp_path / "search" / "leaderboard.json", encoding="utf-8") as f:
+        rows = json.load(f)["entries"]
+    assert len(rows) == 4
+    for row in rows:
+        assert math.isclose(row["score"], row["val_miou"] * 1e9 / row["madds"],
+                            rel_tol=1e-9)
+        assert f"val_miou {row['val_miou']:.4f} score {row['score']:.4f}" in out

@@ -27,7 +27,7 @@ from nasseg_tf.search.dpc.oracles import OBJECTIVE
 from nasseg_tf.search_space.dpc import DPCCell
 
 
-LEADERBOARD_COLUMNS = ("rank", "trial_id", "val_miou", "steps", "stopped_early",
+LEADERBOARD_COLUMNS = ("rank", "trial_id", "val_miou", "score", "steps", "stopped_early",
                        "seconds", "origin", "parent", *COSTS, "on_front", "cell",
                        "describe")
 BEST_CELL_PNG = "best_cell.png"
@@ -46,8 +46,11 @@ def front_cost(oracle):
 
 def leaderboard(oracle):
     """Completed trials, best first: a list of dicts with :data:`LEADERBOARD_COLUMNS`
-    (``cell`` is the official JSON config list). An early-stopped trial is ranked by
-    the mIoU of its last evaluation (``stopped_early`` is true, ``steps`` tells where);
+    (``cell`` is the official JSON config list). Ranked by ``score``, the oracle's
+    objective: the val mIoU, or with a cost-scored objective
+    (:class:`~nasseg_tf.search.dpc.objectives.CostScore`) the mIoU scalarised with the
+    cell's cost; ``val_miou`` is always the raw val mIoU. An early-stopped trial is
+    ranked by the score of its last evaluation (``stopped_early`` is true, ``steps`` tells where);
     failed trials are not listed. Costs not measured are None; ``on_front``: the row is
     on the Pareto front of (val mIoU, :func:`front_cost`) among the rows with that cost.
     """
@@ -62,7 +65,9 @@ def leaderboard(oracle):
         origin = oracle.origins.get(str(trial.trial_id), {})
         seconds = last("seconds")
         rows.append({"rank": rank, "trial_id": trial.trial_id,
-                     "val_miou": float(trial.score), "steps": int(last("steps") or 0),
+                     "val_miou": float(last("miou") if trial.metrics.exists("miou")
+                                       else trial.score),
+                     "score": float(trial.score), "steps": int(last("steps") or 0),
                      "stopped_early": bool(last("stopped_early")),
                      "seconds": None if seconds is None else round(float(seconds), 3),
                      "origin": origin.get("kind", "unknown"),
@@ -141,7 +146,8 @@ def write_leaderboard(oracle, project_dir, top_k=10, final=False, references=Non
     for row in rows:
         writer.writerow({**{k: "" if v is None else v for k, v in row.items()},
                          "cell": json.dumps(row["cell"], separators=(",", ":")),
-                         "val_miou": f"{row['val_miou']:.6f}"})
+                         "val_miou": f"{row['val_miou']:.6f}",
+                         "score": f"{row['score']:.6f}"})
     atomic_write_text(os.path.join(project_dir, "leaderboard.csv"), text.getvalue())
 
     _write_cells(os.path.join(project_dir, "top_cells"), "top",

@@ -24,8 +24,8 @@ from nasseg_tf.search.dpc.cache import ProxyBackboneConfig
 from nasseg_tf.search.dpc.costs import CellCostConfig, reference_costs
 from nasseg_tf.search.dpc.costs import cost_fn as costs_fn
 from nasseg_tf.search.dpc.leaderboard import PROGRESS_PNG, write_leaderboard
-from nasseg_tf.search.dpc.objectives import (OBJECTIVES, SyntheticObjectiveConfig,
-                                             make_objective)
+from nasseg_tf.search.dpc.objectives import (COST_SCORED, OBJECTIVES, CostScore,
+                                             SyntheticObjectiveConfig, make_objective)
 from nasseg_tf.search.dpc.oracles import make_oracle
 from nasseg_tf.search.dpc.proxy import ProxyConfig
 from nasseg_tf.search.dpc.rerank import (finetune_rerank_fn, random_baseline, rerank,
@@ -48,7 +48,12 @@ class DPCSearchConfig:
     is always added), ``latency_cache`` (default ``<project_dir>/latency_cache.json``).
     Space:
     ``num_branches``, ``rates``, ``grids``. Objective: ``objective`` (``proxy`` |
-    ``synthetic``), the median stopping rule (``early_stopping``,
+    ``synthetic``, or ``proxy_cost`` | ``synthetic_cost``: the mIoU scalarised with a
+    cost, ``mIoU · (cost / cost_target) ^ w``, :class:`~nasseg_tf.search.dpc.objectives.
+    CostScore`: ``score_cost`` names the cost, ``cost_target`` the target (None: the
+    published top-1 cell's cost), ``cost_exponent`` is ``w`` above the target and
+    ``cost_exponent_below`` under it, None = the same: soft; 0 = hard), the median
+    stopping rule (``early_stopping``,
     ``early_stopping_min_trials``), ``cache_dir`` (proxy features; default
     ``<project_dir>/feature_cache``). Outputs: ``save_top_k`` cells, leaderboard
     rewrite interval. Re-ranking (0 = off; the paper: 50): ``rerank_top_k``,
@@ -86,6 +91,10 @@ class DPCSearchConfig:
     rates: tuple = SEARCH_RATES
     grids: tuple = SEARCH_GRIDS
     objective: str = "proxy"
+    score_cost: str = "madds"
+    cost_target: float = None
+    cost_exponent: float = -0.07
+    cost_exponent_below: float = None
     early_stopping: bool = True
     early_stopping_min_trials: int = 5
     max_retries_per_trial: int = 0
@@ -129,6 +138,20 @@ class DPCSearchConfig:
                 **dict(self.backbone_model_overrides or {})}
 
 
+def _last_cell_memo(fn):
+    """``fn(cell)``, remembering the last cell's answer (a trial asks twice)."""
+    last = {}
+
+    def memo(cell):
+        key = cell.key()
+        if key not in last:
+            last.clear()
+            last[key] = fn(cell)
+        return dict(last[key])
+
+    return memo
+
+
 def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
                synthetic=None, argv=None, objective_fn=None, rerank_fn=None, cost=None):
     """Runs the DPC search in ``model_dir`` (resumes a previous one).
@@ -163,6 +186,13 @@ def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
     this_role = role()
     if objective_fn is None and cfg.objective not in OBJECTIVES:
         make_objective(cfg.objective)  # raises the error listing the known objectives
+    scored = objective_fn is None and cfg.objective in COST_SCORED
+    scoring = CostScore(cfg.score_cost, cfg.cost_target, cfg.cost_exponent,
+                        cfg.cost_exponent_below)  # checks the settings
+    if scored and cfg.oracle == "pareto":
+        raise ValueError(f"DPCSearch.objective = {cfg.objective!r} scores mIoU and cost "
+                         f"as one number: use it with the random or evolution oracle "
+                         f"(the 'pareto' oracle keeps the front of mIoU and cost itself)")
     space = DPCSearchSpace(cfg.num_branches, cfg.rates, cfg.grids)
     oracle = make_oracle(
         cfg.oracle, space,
@@ -173,9 +203,12 @@ def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
         early_stopping_min_trials=cfg.early_stopping_min_trials,
         max_retries_per_trial=cfg.max_retries_per_trial,
         max_consecutive_failed_trials=cfg.max_consecutive_failed_trials)
-    names = tuple(cfg.costs) + ((cfg.pareto_cost,) if cfg.oracle == "pareto" else ())
+    names = (tuple(cfg.costs) + ((cfg.pareto_cost,) if cfg.oracle == "pareto" else ())
+             + ((cfg.score_cost,) if scored else ()))
     costs = costs_fn(tuple(dict.fromkeys(names)), cost, cfg.latency_cache or os.path.join(
         fileio.abspath(model_dir), "latency_cache.json")) if names else None
+    if scored:  # the objective takes the costs first; the tuner reuses them
+        costs = _last_cell_memo(costs)
     fileio.makedirs(model_dir)
     if this_role != "worker":
         runfiles.write_run_files(model_dir, [cfg, data.absolute(), proxy, backbone,
@@ -198,7 +231,8 @@ def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
     if objective_fn is None:
         objective_fn = make_objective(cfg.objective, space=space, project_dir=model_dir,
                                       data=data, cache_dir=cfg.cache_dir, proxy=proxy,
-                                      backbone=backbone, synthetic=synthetic)
+                                      backbone=backbone, synthetic=synthetic,
+                                      cost_fn=costs, scoring=scoring)
     tuner = DPCTuner(oracle, objective_fn, model_dir, verbose=cfg.verbose,
                      leaderboard_every_s=cfg.leaderboard_every_s,
                      save_top_k=cfg.save_top_k, cost_fn=costs)

@@ -4,7 +4,9 @@
 ``fit``): ``run_trial`` decodes the trial's cell, writes ``trial_<id>/cell.json`` (the
 official DPC JSON), calls an injectable ``objective_fn(cell, trial, should_stop) ->
 dict(miou=..., steps=..., stopped_early=..., seconds=..., history=[(step, miou), ...])``
-(:mod:`nasseg_tf.search.dpc.objectives`) and reports ``val_miou`` (maximised).
+(:mod:`nasseg_tf.search.dpc.objectives`) and reports ``val_miou`` (maximised): the
+val mIoU, or, when the objective returns a ``score`` (one scalarised with the cell's
+cost), that score, with the raw val mIoU reported as ``miou``.
 ``should_stop(step, miou)`` sends the curve point to the oracle, which applies the
 median stopping rule (:meth:`~nasseg_tf.search.dpc.oracles.DPCOracle.should_stop`).
 This is the only module that touches KerasTuner's internals (through
@@ -226,9 +228,13 @@ class DPCTuner(BaseTuner):
             if step not in reported:
                 self.oracle.update_trial(trial.trial_id, {CURVE_METRIC: miou}, step=step)
         steps = result.get("steps", history[-1][0] if history else 0)
-        metrics = {OBJECTIVE: float(result["miou"]), "steps": float(steps),
+        score = result.get("score")  # a scalarised objective's: what the oracle ranks
+        metrics = {OBJECTIVE: float(result["miou"] if score is None else score),
+                   "steps": float(steps),
                    "stopped_early": float(bool(result.get("stopped_early", False))),
                    "seconds": float(result.get("seconds", seconds))}
+        if score is not None:
+            metrics["miou"] = float(result["miou"])
         if self.cost_fn is not None:  # after the objective: a timing runs alone
             metrics.update({k: float(v) for k, v in self.cost_fn(cell).items()})
         extra = {k: v for k, v in result.items()
@@ -240,8 +246,10 @@ class DPCTuner(BaseTuner):
             "objective": extra}, indent=2, default=str) + "\n")
         cost = (f", {metrics['madds'] / 1e9:.2f}B Multiply-Adds" if "madds" in metrics
                 else "")
-        self._log(f"[{self.tuner_id}] trial {trial.trial_id}: {OBJECTIVE} "
-                  f"{metrics[OBJECTIVE]:.4f}{cost} ({int(steps)} steps"
+        shown = (f"{OBJECTIVE} {metrics[OBJECTIVE]:.4f}" if score is None else
+                 f"score {metrics[OBJECTIVE]:.4f} (val_miou {metrics['miou']:.4f})")
+        self._log(f"[{self.tuner_id}] trial {trial.trial_id}: {shown}{cost} "
+                  f"({int(steps)} steps"
                   f"{', stopped early' if metrics['stopped_early'] else ''}, "
                   f"{seconds:.1f} s)")
         return metrics
@@ -261,7 +269,8 @@ class DPCTuner(BaseTuner):
         """Chief / single process: progress line and (throttled) leaderboard."""
         done = len(oracle.end_order)
         best = oracle.completed_trials()[:1]
-        score = "failed" if trial.score is None else f"{OBJECTIVE} {trial.score:.4f}"
+        name = "score" if trial.metrics.exists("miou") else OBJECTIVE
+        score = "failed" if trial.score is None else f"{name} {trial.score:.4f}"
         best_text = (f"best {best[0].score:.4f} (trial {best[0].trial_id})" if best
                      else "no completed trial yet")
         self._log(f"[search] {done}/{oracle.max_trials} trials ended; trial "

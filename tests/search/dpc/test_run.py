@@ -165,8 +165,45 @@ def test_pareto_search_counts_the_cells_it_reports(tmp_path):
     assert not os.path.exists(tmp_path / "other")  # nothing half-written
 
 
+def test_cost_scored_search_ranks_by_score_and_shows_the_raw_miou(tmp_path):
+    project = str(tmp_path / "search")
+    # Hard-ish: every cell is above 1B Multiply-Adds, so score = mIoU x 1e9 / madds.
+    config = DPCSearchConfig(objective="synthetic_cost", costs=(), max_trials=5,
+                             early_stopping=False, cost_target=1e9, cost_exponent=-1.0,
+                             verbose=False, leaderboard_every_s=0)
+    rows = run_search(project, search=config, argv=["test"],
+                      synthetic=SyntheticObjectiveConfig(seed=3))["leaderboard"]
+    assert len(rows) == 5
+    assert rows[0]["madds"] == count_cost(rows[0]["cell"])["madds"]  # reported
+    for row in rows:
+        assert row["val_miou"] == pytest.approx(SCORE(load_dpc_cell(row["cell"])))  # raw
+        assert row["score"] == pytest.approx(row["val_miou"] * 1e9 / row["madds"])
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert [r["val_miou"] for r in rows] != sorted((r["val_miou"] for r in rows),
+                                                   reverse=True)  # the cost mattered
+    with open(os.path.join(project, "leaderboard.csv"), encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert [(float(r["val_miou"]), float(r["score"])) for r in table] == [
+        (pytest.approx(r["val_miou"], abs=1e-6), pytest.approx(r["score"], abs=1e-6))
+        for r in rows]
+    with open(os.path.join(project, f"trial_{rows[0]['trial_id']}", "result.json"),
+              encoding="utf-8") as f:
+        saved = json.load(f)
+    assert saved["objective"]["cost_target"] == 1e9
+    assert saved["metrics"]["miou"] == pytest.approx(rows[0]["val_miou"])
+    # Bad settings: one error naming the setting, nothing written.
+    for bad, message in ((dict(cost_exponent=0.5), "DPCSearch.cost_exponent"),
+                         (dict(score_cost="flops"), "DPCSearch.score_cost"),
+                         (dict(oracle="pareto"), "use it with the random or evolution")):
+        with pytest.raises(ValueError, match=message):
+            run_search(str(tmp_path / "bad"), argv=["test"],
+                       search=DPCSearchConfig(objective="synthetic_cost", **bad))
+        assert not os.path.exists(tmp_path / "bad")
+
+
 def test_unknown_objective_lists_the_known_ones():
-    with pytest.raises(ValueError, match="known objectives: proxy, synthetic"):
+    with pytest.raises(ValueError, match="known objectives: proxy, proxy_cost, synthetic, "
+                                         "synthetic_cost"):
         make_objective("oracle_score")
 
 
