@@ -21,8 +21,17 @@ What is used, and why:
   ``_populate_initial_space``, ``_run_and_update_trial`` and ``_is_worker``.
 * TensorFlow's eager ``context._initialized`` — whether the runtime has started (the
   CPU can be split into logical devices only before).
+* TensorFlow's gradient registry ``ops._gradient_registry._registry`` — to drop the
+  ``CustomGradient-*`` entries a finished training loop or proxy trial registered
+  (:func:`releasing_custom_gradients`): every traced train step registers one through
+  the optimizer's cross-replica gradient sum (``ReplicaContext.all_reduce`` wraps it in
+  ``tf.custom_gradient``, under every strategy, the default one included), and the
+  entry's closure holds the step's whole graph until the process exits
+  (tensorflow/tensorflow#97697, fixed upstream by #109334, not in TensorFlow 2.21).
+  Keras offers no public way to apply gradients without that sum.
 """
 
+import contextlib
 import importlib
 
 #: ``(module, attribute path)`` of every private symbol used, for the upgrade test.
@@ -38,7 +47,11 @@ PRIVATE_SYMBOLS = (
     ("keras_tuner.engine.base_tuner", "BaseTuner._is_worker"),
     ("keras_tuner.engine.base_tuner", "BaseTuner._get_tuner_fname"),
     ("tensorflow.python.eager.context", "context"),
+    ("tensorflow.python.framework.ops", "_gradient_registry._registry"),
 )
+
+#: The name prefix of the gradient functions ``tf.custom_gradient`` registers in graphs.
+CUSTOM_GRADIENT_PREFIX = "CustomGradient-"
 
 
 def check_private_symbols():
@@ -96,3 +109,37 @@ def tensorflow_runtime_started():
     from tensorflow.python.eager import context  # pylint: disable=import-outside-toplevel
 
     return bool(getattr(context.context(), "_initialized", False))
+
+
+def _gradient_registry():
+    """TensorFlow's global ``{op type: gradient function entry}`` dict (mutable)."""
+    from tensorflow.python.framework import ops  # pylint: disable=import-outside-toplevel
+
+    return ops._gradient_registry._registry  # pylint: disable=protected-access
+
+
+def custom_gradient_names():
+    """The ``CustomGradient-*`` names registered in TensorFlow's gradient registry now."""
+    return {name for name in list(_gradient_registry())
+            if name.startswith(CUSTOM_GRADIENT_PREFIX)}
+
+
+@contextlib.contextmanager
+def releasing_custom_gradients():
+    """Drops, on exit, the ``CustomGradient-*`` registrations made inside the block.
+
+    Wrap a whole training loop or proxy trial in it: the graphs traced inside (their
+    ``tf.function`` train steps) are then freed once nothing else refers to them,
+    instead of living until the process exits (tensorflow/tensorflow#97697). The
+    registrations are needed only to differentiate those graphs again, which nothing
+    does once the block's compiled steps are done; entries that existed before the
+    block (anybody else's) are kept. Traces made by other threads during the block
+    would lose theirs too: the package traces train steps from one thread only.
+    """
+    registry = _gradient_registry()
+    before = custom_gradient_names()
+    try:
+        yield
+    finally:
+        for name in custom_gradient_names() - before:
+            registry.pop(name, None)

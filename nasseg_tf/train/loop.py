@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from nasseg_tf import fileio
 from nasseg_tf.fileio import clean_stale_temps
+from nasseg_tf.internals import releasing_custom_gradients
 from nasseg_tf.progress import progress_bar
 from nasseg_tf.train.checkpointing import (ARCHITECTURE_ITEM, architecture_variable,
                                            check_architecture)
@@ -314,7 +315,17 @@ class TrainLoop:
 
     # ------------------------------------------------------------------------------
     def run(self):
-        """Trains to ``total_steps``; returns the last step's metrics (floats)."""
+        """Trains to ``total_steps``; returns the last step's metrics (floats).
+
+        The compiled steps' entries in TensorFlow's gradient registry are dropped when
+        the run ends (:func:`~nasseg_tf.internals.releasing_custom_gradients`), so a
+        process that runs several loops (a demo, a re-ranking, a random baseline) does
+        not keep every finished loop's graphs (tensorflow/tensorflow#97697).
+        """
+        with releasing_custom_gradients():
+            return self._run()
+
+    def _run(self):
         start = self._setup()
         writer = (tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
                   if self.is_chief else tf.summary.create_noop_writer())

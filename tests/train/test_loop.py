@@ -15,7 +15,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework.func_graph import FuncGraph
 
+from nasseg_tf import internals
 from nasseg_tf.data import ensure_demo_dataset
 from nasseg_tf.train.loop import NonFiniteLossError, Task, TrainLoop
 from nasseg_tf.train.segmentation import SegmentationTask
@@ -284,3 +286,24 @@ def test_a_finished_run_releases_its_input_iterators(tmp_path, monkeypatch):
     del loop
     gc.collect()
     assert created and all(ref() is None for ref in created)
+
+
+def _live_func_graphs():
+    gc.collect()
+    return [weakref.ref(o) for o in gc.get_objects() if isinstance(o, FuncGraph)]
+
+
+def test_finished_runs_leave_no_traced_graphs_behind(tmp_path):
+    # Regression (tensorflow/tensorflow#97697): the optimizer's cross-replica gradient
+    # sum registered a custom gradient per traced step, whose registry entry kept the
+    # step's graph alive until exit: memory grew with every loop a process ran.
+    before = internals.custom_gradient_names()
+    for run in range(2):
+        loop = TrainLoop(_Fit(), tf.distribute.get_strategy(), str(tmp_path / str(run)),
+                         total_steps=2, checkpoint_every=0, progress=False)
+        assert loop.run()["step"] == 2
+        del loop
+        if run == 0:
+            graphs = len(_live_func_graphs())
+    assert internals.custom_gradient_names() == before
+    assert len(_live_func_graphs()) == graphs

@@ -38,6 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nasseg_tf.internals import releasing_custom_gradients
 from nasseg_tf.layers.common import BN_EPSILON, BN_MOMENTUM
 from nasseg_tf.layers.dpc import DensePredictionCell
 from nasseg_tf.layers.resize import resize_bilinear
@@ -196,7 +197,20 @@ def train_and_score(model_fn, train_dataset, val_dataset, num_classes, ignore_la
       ``trivial_miou``, ``build_seconds``, ``first_call_seconds`` (first step: trace +
       graph build + run), ``step_seconds_median`` (later steps), ``eval_seconds``,
       ``head_params``.
+
+    A finished trial leaves nothing behind: its traced step's entry in TensorFlow's
+    gradient registry, which would keep the step's graph alive until exit
+    (tensorflow/tensorflow#97697), is dropped
+    (:func:`~nasseg_tf.internals.releasing_custom_gradients`), so a worker's memory
+    does not grow with the number of trials it has run.
     """
+    with releasing_custom_gradients():
+        return _train_and_score(model_fn, train_dataset, val_dataset, num_classes,
+                                ignore_label, config, should_stop, progress)
+
+
+def _train_and_score(model_fn, train_dataset, val_dataset, num_classes, ignore_label,
+                     config, should_stop, progress):
     t_start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     learning_rate = make_learning_rate("poly", config.learning_rate, config.steps,
