@@ -148,12 +148,13 @@ class CompiledPart:
     """A compiled step (a ``tf.function``) bound to the input iterators it draws from.
 
     The iterators are passed to the function as arguments, never captured by its graph.
-    TensorFlow keeps the graph of every traced training step alive until the process
-    exits (the optimizer's cross-replica gradient sum registers a ``custom_gradient``
-    whose closure holds the graph in a global registry; tensorflow/tensorflow#97697). A
-    graph that captured an iterator would keep it, and its tf.data autotuning thread,
-    alive too, and destroying such iterators at interpreter exit waited for those
-    threads: a tool that had run several training loops took minutes to exit.
+    TensorFlow keeps the graph of every traced training step alive (the optimizer's
+    cross-replica gradient sum registers a ``custom_gradient`` whose closure holds the
+    graph in a global registry; tensorflow/tensorflow#97697) — until the process exits,
+    unless the entry is dropped, as :meth:`TrainLoop.run` does when it ends. A graph
+    that captured an iterator would keep it, and its tf.data autotuning thread, alive
+    too, and destroying such iterators at interpreter exit waited for those threads: a
+    tool that had run several training loops took minutes to exit.
     """
 
     def __init__(self, function, iterators):

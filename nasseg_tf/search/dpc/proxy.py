@@ -223,8 +223,9 @@ def _train_and_score(model_fn, train_dataset, val_dataset, num_classes, ignore_l
     iterator = iter(train_dataset)
 
     # The iterator is an argument, not a capture: TensorFlow keeps every traced train
-    # step's graph alive (see nasseg_tf.train.loop.CompiledPart), and a graph that
-    # captured the iterator would keep it, and its tf.data threads, until exit.
+    # step's graph alive until its registry entry is dropped (see
+    # nasseg_tf.train.loop.CompiledPart), and a graph that captured the iterator would
+    # keep it, and its tf.data threads, as long.
     @tf.function
     def train_step(iterator):
         return task.train_step(step_var, next(iterator))["loss"]
