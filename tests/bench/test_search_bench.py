@@ -1,11 +1,18 @@
 """The search benchmark: Multiply-Add counting from graphs, and a toy-size run."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import keras
 import tensorflow as tf
 
 from nasseg_tf import counting
-from nasseg_tf.bench.search_bench import bench_search, graph_madds
+from nasseg_tf.bench.search_bench import graph_madds
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # End-to-end runs, subprocesses or graph-heavy models: not in `make test-fast`.
 pytestmark = pytest.mark.e2e
@@ -34,10 +41,16 @@ def test_graph_madds_counts_batched_products():
 
 
 @pytest.mark.slow  # traces two supernet steps (make test-all)
-def test_search_benchmark_reports_both_steps():
-    result = bench_search(crop_size=(17, 17), batch_size=2, filter_multiplier=2,
-                          num_layers=1, num_classes=3, steps=1, partial_channels=2,
-                          atrous_op="dilated_separable")
+def test_search_benchmark_reports_both_steps(tmp_path):
+    # In a fresh process, as a user runs it: the memory breakdown is of that process
+    # (inside a pytest worker other tests' memory would be the "runtime baseline").
+    output = tmp_path / "search.json"
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "search",
+                    "--crop=17x17", "--batch=2", "--filter_multiplier=2", "--num_layers=1",
+                    "--num_classes=3", "--steps=1", "--partial_channels=2",
+                    "--atrous_op=dilated_separable", f"--output={output}"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=600)
+    result = json.loads(output.read_text())
     assert result["partial_channels"] == 2 and result["atrous_op"] == "dilated_separable"
     # The peak's breakdown adds up to the peak; the runtime alone is hundreds of MiB.
     # (Tracing this toy adds next to nothing: its graph part may be a few MiB either way.)
