@@ -104,6 +104,49 @@ def graph_madds(graph):
     return total
 
 
+#: Ops whose output shares its input's buffer (no memory of their own).
+_VIEW_OPS = ("Reshape", "Identity", "ExpandDims", "Squeeze")
+
+
+def saved_for_backward(forward, *specs, min_bytes=0):
+    """Bytes of forward-pass tensors that the backward pass reads, by producing op type.
+
+    ``forward(*tensors)`` runs a forward pass and returns ``(loss, variables)``; it is
+    traced with ``specs`` together with ``tf.GradientTape().gradient(loss,
+    variables)``. A tensor counts when an op of the gradient reads it (constants,
+    inputs and variable reads excluded), once per buffer: views (reshape, identity)
+    are followed back to the tensor that owns the memory. This is what a training
+    step keeps alive between its forward and backward passes (TensorFlow frees a
+    forward tensor when its last reader has run), the quantity the supernet's
+    saved-activation levers lower. Returns ``{op type: bytes}``.
+    """
+    marks = {}
+
+    def step(*tensors):
+        with tf.GradientTape() as tape:
+            loss, variables = forward(*tensors)
+        marks["forward"] = len(tf.compat.v1.get_default_graph().get_operations())
+        return tape.gradient(loss, variables)
+
+    graph = tf.function(step, autograph=False).get_concrete_function(*specs).graph
+    operations = graph.get_operations()
+    forward_ops = set(operations[:marks["forward"]])
+    owners = {}
+    for op in operations[marks["forward"]:]:
+        for tensor in op.inputs:
+            while tensor.op.type in _VIEW_OPS:
+                tensor = tensor.op.inputs[0]
+            if tensor.op in forward_ops and tensor.op.type not in (
+                    "Const", "Placeholder", "ReadVariableOp", "Shape"):
+                owners[tensor.name] = tensor
+    saved = {}
+    for tensor in owners.values():
+        size = int(np.prod(_static(tensor.shape))) * tensor.dtype.size
+        if size >= min_bytes:
+            saved[tensor.op.type] = saved.get(tensor.op.type, 0) + size
+    return saved
+
+
 def forward_madds(model, crop_size, batch_size):
     """Multiply-Adds of one training-mode forward pass (:func:`graph_madds`).
 

@@ -270,7 +270,10 @@ class TrainLoop:
         def replica_step(step, *batches):
             return task.train_step(step, *batches, phase=part)
 
-        @tf.function
+        # No AutoGraph: a step is plain TensorFlow calls (the supernet's loop is an
+        # explicit keras.ops.fori_loop), and converting every call on the way cost
+        # 10-16% of the trace (bench/README.md: the supernet's first call).
+        @tf.function(autograph=False)
         def train_part(*part_iterators):
             batches = tuple(next(it) for it in part_iterators)
             outputs = strategy.run(replica_step, args=(step_var,) + batches)

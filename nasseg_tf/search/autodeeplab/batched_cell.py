@@ -12,11 +12,13 @@ the E edges *leaving* one state read the same tensor:
   identical on every outgoing edge: computed **once** per state;
 * ``atrous_conv_kxk`` on E edges = one regular conv with E·C output channels (the E
   kernels side by side);
-* ``sep_conv_kxk`` (two repeats of ReLU → depthwise → pointwise → BN) on E edges = the
-  input tiled E times (edge-major channels), one depthwise conv over the E·C channels
-  (each edge's own depthwise kernel), and one **grouped** 1×1 conv (one group per edge
-  and kernel size: the block-diagonal pointwise convs, as one batched matmul). The 3×3 and 5×5 variants share
-  the grouped pointwise conv, the ReLU and the batch norm;
+* ``sep_conv_kxk`` (two repeats of ReLU → depthwise → pointwise → BN) on E edges: the
+  first depthwise convs of all edges and both kernel sizes are ONE depthwise conv with
+  channel multiplier 2·E on the shared input, the second ONE depthwise conv over the
+  2·E·C channels (the 3×3 kernels zero-padded to 5×5 — the same "same"-padded conv —
+  so that the two kernel sizes need no split), each followed by one **grouped** 1×1
+  conv (one group per edge and kernel size: the block-diagonal pointwise convs, as
+  one batched matmul). The 3×3 and 5×5 variants share the ReLU and the batch norm;
 * batch norm is per channel, so one BN over the concatenated outputs of all ops of all
   edges equals one BN per op (same batch statistics, same moving statistics, γ/β per
   channel when affine).
@@ -29,12 +31,25 @@ stacked along the edge axis and are initialised per edge with the same distribut
 ``tests/search/test_batched_cell.py`` checks the function (outputs, batch-norm updates,
 gradients of weights and α) against the per-edge cell with the weights copied across.
 
+**Saved activations.** The backward pass keeps, per state and in units of the state's
+size, about 12·E tensors instead of the 19·E + 6 of the straightforward batched
+cell: the first depthwise convs read the input directly (channel multiplier) instead
+of an E-fold tiled copy and a concat of their outputs; the second need no split copy
+(padded kernels); the last batch norm is folded into the mixed-op weights,
+``Σ_o w_o·BN(y_o) = Σ_o y_o·(w_o·scale_o) + Σ_o w_o·shift_o``, so only its input (which
+the statistics' gradient needs anyway) is kept, not also its normalised output; and the
+free ops are weighted one by one, each product keeping a tensor that is kept anyway.
+What remains is what the gradients need: the pointwise convs' inputs (2·E + 2·E), the
+first batch norm's input and its ReLU's output (2·E + 2·E), the last batch norm's
+input (4·E). Measured in ``bench/README.md``.
+
 Weights of state j (``state{j}`` sub-layer; E = its number of outgoing edges, C = filters):
 
 =========================  ======================  =========================================
 weight                     shape                   edge e's part
 =========================  ======================  =========================================
-``sep{k}_depthwise{r}``    ``[k, k, E·C, 1]``      channels ``[e·C, (e+1)·C)``
+``sep{k}_depthwise0``      ``[k, k, C, E]``        ``[..., e]`` (channel multiplier E)
+``sep{k}_depthwise1``      ``[k, k, E·C, 1]``      channels ``[e·C, (e+1)·C)``
 ``sep_pointwise{r}``       ``[2·E, C, C]``         group g = e (k=3), E + e (k=5)
 ``atrous{k}``              ``[k, k, C, E·C]``      output channels ``[e·C, (e+1)·C)``
 ``sep_bn0`` / ``bn``       ``2·E·C`` / ``4·E·C``   op-major, then edge, then channel
@@ -53,7 +68,7 @@ weight                     shape                   edge e's part
   model would all have to learn.
 * ``atrous_op = 'dilated_separable'`` (DARTS' ``dil_conv_kxk``): the two atrous ops are
   searched as ReLU → depthwise k×k conv of rate 2 → pointwise 1×1 → BN instead of the
-  official regular k×k conv; weights ``dil{k}_depthwise`` ``[k, k, E·C, 1]`` and
+  official regular k×k conv; weights ``dil{k}_depthwise`` ``[k, k, C, E]`` and
   ``dil_pointwise`` ``[2·E, C, C]`` (group e for 3×3, E + e for 5×5) replace
   ``atrous{k}``. The decoded genotype names the same primitives; the derived models
   keep the regular atrous convs.
@@ -204,13 +219,19 @@ class SearchBatchNorm(keras.layers.Layer):
                                                trainable=False, name="moving_variance")
         self.built = True
 
-    def call(self, x, training=None):
-        x32 = ops.cast(x, "float32")
+    def normalizer(self, x, training=None):
+        """``(scale, shift)``, float32 per channel, with ``BN(x) = x · scale + shift``.
+
+        In training, the batch statistics of ``x`` (and the moving statistics are
+        updated); otherwise the moving statistics. :class:`StateEdges` folds
+        ``scale`` into the mixed-op weights, so the normalised tensor is never saved
+        for the backward pass.
+        """
         if training:
             # ops.moments is one fused squared difference on TensorFlow: unlike
             # mean(square(x - mean)) it keeps no centred copy of x alive for the
             # backward pass (one activation-sized tensor per batch norm).
-            mean, variance = ops.moments(x32, axes=(0, 1, 2),
+            mean, variance = ops.moments(ops.cast(x, "float32"), axes=(0, 1, 2),
                                          synchronized=self.synchronized)
             keep = self.momentum
             self.moving_mean.assign(self.moving_mean * keep
@@ -225,7 +246,11 @@ class SearchBatchNorm(keras.layers.Layer):
         shift = -mean * scale
         if self.affine:
             shift = shift + self.beta
-        return ops.cast(x32 * scale + shift, x.dtype)
+        return scale, shift
+
+    def call(self, x, training=None):
+        scale, shift = self.normalizer(x, training)
+        return ops.cast(ops.cast(x, "float32") * scale + shift, x.dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -235,6 +260,14 @@ class SearchBatchNorm(keras.layers.Layer):
         config.update(affine=self.affine, momentum=self.momentum, epsilon=self.epsilon,
                       synchronized=self.synchronized)
         return config
+
+
+def _centred(kernel, size):
+    """A ``[k, k, ...]`` kernel zero-padded to ``[size, size, ...]`` (odd sizes)."""
+    pad = (size - int(kernel.shape[0])) // 2
+    if not pad:
+        return kernel
+    return ops.pad(kernel, [[pad, pad], [pad, pad]] + [[0, 0]] * (len(kernel.shape) - 2))
 
 
 def _batch_norm(name, affine, momentum, epsilon):
@@ -274,12 +307,16 @@ class StateEdges(keras.layers.Layer):
         if input_shape[-1] is not None and int(input_shape[-1]) != c:
             raise ValueError(f"{self.name}: expected {c} input channels, "
                              f"got {input_shape[-1]}")
+        # The first depthwise convs (and the dilated ones) read the shared input with
+        # channel multiplier E ([k, k, C, E]: edge e's kernel is [..., e]); the second
+        # read the edges' own channels ([k, k, E·C, 1], edge-major).
         self.sep_depthwise = {}
         for repeat in (0, 1):
             for k in _SEP_KERNELS:
                 self.sep_depthwise[(repeat, k)] = self.add_weight(
-                    shape=(k, k, e * c, 1), name=f"sep{k}_depthwise{repeat}",
-                    initializer=_edgewise((k, k, c, 1), e, axis=2))
+                    shape=(k, k, c, e) if repeat == 0 else (k, k, e * c, 1),
+                    name=f"sep{k}_depthwise{repeat}",
+                    initializer=_edgewise((k, k, c, 1), e, axis=3 - repeat))
         groups = len(_SEP_KERNELS) * e
         self.sep_pointwise = [
             self.add_weight(shape=(groups, c, c), name=f"sep_pointwise{repeat}",
@@ -292,8 +329,8 @@ class StateEdges(keras.layers.Layer):
                 for k in _ATROUS_KERNELS}
         else:
             self.dil_depthwise = {
-                k: self.add_weight(shape=(k, k, e * c, 1), name=f"dil{k}_depthwise",
-                                   initializer=_edgewise((k, k, c, 1), e, axis=2))
+                k: self.add_weight(shape=(k, k, c, e), name=f"dil{k}_depthwise",
+                                   initializer=_edgewise((k, k, c, 1), e, axis=3))
                 for k in _ATROUS_KERNELS}
             self.dil_pointwise = self.add_weight(
                 shape=(len(_ATROUS_KERNELS) * e, c, c), name="dil_pointwise",
@@ -302,52 +339,78 @@ class StateEdges(keras.layers.Layer):
         self.bn.build((None, None, None, len(_CONV_OPS) * e * c))
         self.built = True
 
-    def _separable(self, x, repeat):
-        """[depthwise per kernel size] → grouped pointwise, on edge-major channels."""
-        return self._grouped_separable(
-            x, [self.sep_depthwise[(repeat, k)] for k in _SEP_KERNELS],
-            self.sep_pointwise[repeat])
+    def _fanned_out(self, x, depthwise, pointwise, rate=1):
+        """Depthwise convs of every edge straight from the shared input, then the
+        grouped pointwise: ``[N, H, W, C]`` → ``[N·H·W, groups, C]``.
 
-    def _grouped_separable(self, x, depthwise, pointwise, rate=1):
-        """Depthwise convs (one per kernel in ``depthwise``) → one grouped pointwise."""
-        parts = [ops.depthwise_conv(x_k, kernel, strides=1, padding="same",
-                                    dilation_rate=rate)
-                 for x_k, kernel in zip(x, depthwise)]
+        ``depthwise``: one ``[k, k, C, E]`` kernel per kernel size (channel multiplier
+        E). They are joined into ONE depthwise conv with channel multiplier ``groups``
+        (``[k_max, k_max, C, groups]``, the smaller kernels zero-padded to the largest,
+        which is the same "same"-padded conv): its output, channel ``c·groups + g``,
+        is the only activation the pointwise conv keeps for its backward pass — no
+        tiled copy of the input and no concat of per-kernel outputs.
+        """
+        c, e = self.filters, self.num_edges
+        size = max(int(kernel.shape[0]) for kernel in depthwise)
+        kernels = [_centred(kernel, size) for kernel in depthwise]
+        kernel = ops.concatenate(kernels, axis=-1) if len(kernels) > 1 else kernels[0]
+        y = ops.depthwise_conv(x, kernel, strides=1, padding="same", dilation_rate=rate)
+        groups = len(depthwise) * e
+        return ops.einsum("pcg,gcd->pgd", ops.reshape(y, (-1, c, groups)), pointwise)
+
+    def _grouped(self, x, depthwise, pointwise):
+        """Per-group depthwise convs (one kernel per group of C channels, the kernel
+        sizes zero-padded to the largest: one conv, no split) → grouped pointwise."""
+        size = max(int(kernel.shape[0]) for kernel in depthwise)
+        kernel = ops.concatenate([_centred(kernel, size) for kernel in depthwise], axis=2)
+        y = ops.depthwise_conv(x, kernel, strides=1, padding="same")
+        groups = len(depthwise) * self.num_edges
         # The block-diagonal pointwise convs as one batched matmul over the groups
         # (edge, kernel size). Keras' grouped ops.conv would do the same but routes
         # grouped convs through XLA on TensorFlow CPU: measured 1.8x slower steps and
         # +10 s first call on the supernet (65², F=4, L=4).
-        x = ops.concatenate(parts, axis=-1)
-        groups = len(parts) * self.num_edges
-        y = ops.einsum("pgc,gcd->pgd", ops.reshape(x, (-1, groups, self.filters)),
-                       pointwise)
-        return ops.reshape(y, ops.shape(x))
+        return ops.einsum("pgc,gcd->pgd", ops.reshape(y, (-1, groups, self.filters)),
+                          pointwise)
 
     def call(self, x, op_weights, training=None):
         c, e = self.filters, self.num_edges
         dtype = x.dtype
         op_weights = ops.cast(op_weights, dtype)
+        shape = ops.shape(x)
         relu = ops.relu(x)
-        tiled = ops.tile(relu, (1, 1, 1, e)) if e > 1 else relu
-        y = self._separable([tiled] * len(_SEP_KERNELS), 0)
-        y = ops.relu(self.sep_bn0(y, training=training))
-        y = self._separable(ops.split(y, len(_SEP_KERNELS), axis=-1), 1)
+        sep = [self.sep_depthwise[(0, k)] for k in _SEP_KERNELS]
+        y = self._fanned_out(relu, sep, self.sep_pointwise[0])
+        y = ops.relu(self.sep_bn0(ops.reshape(y, shape[:3] + (-1,)), training=training))
+        y = self._grouped(y, [self.sep_depthwise[(1, k)] for k in _SEP_KERNELS],
+                          self.sep_pointwise[1])
         if self.atrous_op == "regular":
-            atrous = [ops.conv(relu, self.atrous[k], strides=1, padding="same",
-                               dilation_rate=_ATROUS_RATE) for k in _ATROUS_KERNELS]
+            atrous = [ops.reshape(ops.conv(relu, self.atrous[k], strides=1,
+                                           padding="same", dilation_rate=_ATROUS_RATE),
+                                  (-1, e, c))
+                      for k in _ATROUS_KERNELS]
         else:  # edge-major [3x3 edges, 5x5 edges]: the regular branch's channel order
-            atrous = [self._grouped_separable(
-                [tiled] * len(_ATROUS_KERNELS),
-                [self.dil_depthwise[k] for k in _ATROUS_KERNELS], self.dil_pointwise,
-                rate=_ATROUS_RATE)]
-        y = self.bn(ops.concatenate([y] + atrous, axis=-1), training=training)
-        # Mixed op per edge, on [pixels, op, edge, channel] views (static reshapes).
+            atrous = [self._fanned_out(relu, [self.dil_depthwise[k] for k in _ATROUS_KERNELS],
+                                       self.dil_pointwise, rate=_ATROUS_RATE)]
+        # [pixels, op · edge, channel]: op-major, as the batch norm's channels.
+        y = ops.concatenate([y] + atrous, axis=1)
+        # Mixed op per edge: Σ_o w_o · BN(y_o) = Σ_o y_o · (w_o · scale_o) + Σ_o w_o ·
+        # shift_o. Folding the batch norm's per-channel scale into the op weights
+        # keeps only y (which the statistics' gradient needs anyway) for the backward
+        # pass instead of y and its normalised copy.
+        scale, shift = self.bn.normalizer(ops.reshape(y, shape[:3] + (-1,)),
+                                          training=training)
         per_op = ops.reshape(op_weights, (len(STATE_OP_ORDER), e, 1))
         conv_weights, free_weights = ops.split(per_op, [len(_CONV_OPS)], axis=0)
-        mixed = ops.sum(ops.reshape(y, (-1, len(_CONV_OPS), e, c)) * conv_weights, axis=1)
-        free = ops.concatenate([self.max_pool(x), self.avg_pool(x), x], axis=-1)
-        mixed = mixed + ops.sum(ops.reshape(free, (-1, len(_FREE_OPS), 1, c))
-                                * free_weights, axis=1)
+        conv_shape = (len(_CONV_OPS), e, c)
+        scaled = ops.cast(ops.reshape(scale, conv_shape), dtype) * conv_weights
+        offset = ops.sum(ops.cast(ops.reshape(shift, conv_shape), dtype) * conv_weights,
+                         axis=0)
+        mixed = ops.sum(ops.reshape(y, (-1,) + conv_shape) * scaled, axis=1) + offset
+        # The free ops one by one: each product keeps a tensor that is kept anyway
+        # (the pools' outputs and x, which max pooling's gradient needs).
+        for free, weight in zip((self.max_pool(x), self.avg_pool(x), x),
+                                ops.unstack(free_weights, len(_FREE_OPS), axis=0)):
+            mixed = mixed + ops.reshape(free, (-1, 1, c)) * weight
         return ops.unstack(mixed, e, axis=1)
 
     def compute_output_shape(self, input_shape):
