@@ -67,7 +67,13 @@ def _median(records, field):
 def summarise(ours, port):
     """One row per configuration of ours (medians; the port's at the same size)."""
     rows = []
-    for key in sorted(ours, key=lambda k: (-k[0][0], str(k))):
+    def order(key):  # larger crops first; within a size the exact supernet first
+        levers = dict(zip(OURS_LEVERS, key[4:]))
+        changed = (bool(levers["remat"]), levers["partial_channels"] != 1,
+                   levers["atrous_op"] != "regular", not levers["loop_layers"])
+        return (-key[0][0], sum(changed), str(key))
+
+    for key in sorted(ours, key=order):
         runs = ours[key]
         row = {"crop": list(key[0]), "batch": key[1], "filter_multiplier": key[2],
                "num_layers": key[3], **dict(zip(OURS_LEVERS, key[4:])), "runs": len(runs)}
