@@ -63,9 +63,9 @@ def search(gin_file, gin_bindings, model_dir, project_dir):
               f"--gin_bindings=\"Model.dpc_cell = '{best}'\")")
     if out["baseline"] is not None:
         base = out["baseline"]
-        print(f"  random baseline: median of {base['count']} random cells "
-              f"{base['median_random_miou']:.4f} vs best searched "
-              f"{base['best_searched_miou']:.4f} "
+        print(f"  random baseline: median {base['ranked_by']} of {base['count']} random "
+              f"cells {base['median_random']:.4f} vs best searched "
+              f"{base['best_searched']:.4f} "
               f"({'beats' if base['best_beats_median'] else 'does NOT beat'} the median; "
               f"{model_dir}/random_baseline.json)")
     if out["rerank"] is not None:

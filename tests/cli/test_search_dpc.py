@@ -231,7 +231,7 @@ def test_demo_search_with_the_real_proxy(tmp_path, launch):
     median = statistics.median(e["val_miou"] for e in baseline["entries"])
     assert baseline["median_random_miou"] == pytest.approx(median)
     assert rows[0]["val_miou"] > median and baseline["best_beats_median"]
-    assert "random baseline: median of 3 random cells" in _output(proc)
+    assert "random baseline: median val_miou of 3 random cells" in _output(proc)
     best = load_dpc_cell(os.path.join(project, "best_cell.json"))
     assert best.to_config() == rows[0]["cell"]
     with open(os.path.join(project, "trial_" + rows[0]["trial_id"], "result.json"),

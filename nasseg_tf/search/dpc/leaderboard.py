@@ -65,8 +65,9 @@ def leaderboard(oracle):
         origin = oracle.origins.get(str(trial.trial_id), {})
         seconds = last("seconds")
         rows.append({"rank": rank, "trial_id": trial.trial_id,
+                     # "miou": the raw mIoU of projects from before the "score" metric
                      "val_miou": float(last("miou") if trial.metrics.exists("miou")
-                                       else trial.score),
+                                       else last(OBJECTIVE)),
                      "score": float(trial.score), "steps": int(last("steps") or 0),
                      "stopped_early": bool(last("stopped_early")),
                      "seconds": None if seconds is None else round(float(seconds), 3),
@@ -136,7 +137,7 @@ def write_leaderboard(oracle, project_dir, top_k=10, final=False, references=Non
     rows = leaderboard(oracle)
     statuses = [t.status for t in oracle.trials.values()]
     atomic_write_json(os.path.join(project_dir, "leaderboard.json"), {
-        "objective": OBJECTIVE, "direction": "max", "max_trials": oracle.max_trials,
+        "objective": oracle.objective.name, "direction": "max", "max_trials": oracle.max_trials,
         "num_trials": len(statuses), "num_completed": len(rows),
         "num_failed": statuses.count(TrialStatus.FAILED),
         "num_running": statuses.count(TrialStatus.RUNNING), "entries": rows}, indent=2)

@@ -60,13 +60,22 @@ import keras_tuner
 import numpy as np
 from keras_tuner.engine.trial import Trial, TrialStatus
 
+from nasseg_tf import fileio
 from nasseg_tf.fileio import atomic_write_json
 from nasseg_tf.internals import oracle_retry_queue, oracle_state_file, oracle_trial_dir
 from nasseg_tf.search.dpc.costs import COSTS, pareto_front
 from nasseg_tf.search_space.dpc import DPCSearchSpace
 
+#: The raw val mIoU, a metric of every trial; the oracle maximises it by default.
 OBJECTIVE = "val_miou"
+#: A cost-scored objective's score (:class:`~nasseg_tf.search.dpc.objectives.CostScore`):
+#: the metric the oracle maximises instead when the search ranks by it.
+SCORE = "score"
+#: The metrics an oracle may maximise (its ``objective`` argument).
+RANKED_METRICS = (OBJECTIVE, SCORE)
 CURVE_METRIC = "proxy_miou"
+#: KerasTuner's oracle state file in the project folder.
+ORACLE_STATE = "oracle.json"
 ENUMERATE_LIMIT = 100_000
 _ENDED = (TrialStatus.COMPLETED, TrialStatus.FAILED)
 
@@ -95,19 +104,29 @@ class DPCOracle(keras_tuner.Oracle):
         samples (and as many uniform draws before enumerating a small space).
       max_retries_per_trial, max_consecutive_failed_trials: KerasTuner's failure
         handling.
+      objective: the metric every trial is ranked by (:data:`RANKED_METRICS`):
+        :data:`OBJECTIVE`, the raw val mIoU, or :data:`SCORE`, a cost-scored
+        objective's score (the trials then report both).
+
+    A project remembers its space, oracle, objective and the ``FIXED_OPTIONS`` (options
+    that give the stored results their meaning); resuming it with other ones is refused.
     """
 
     NAME = None
     OPTIONS = ()
+    FIXED_OPTIONS = ()
 
     def __init__(self, space=None, max_trials=100, seed=0, early_stopping=True,
                  early_stopping_min_trials=5, max_attempts=100, max_retries_per_trial=0,
-                 max_consecutive_failed_trials=3):
+                 max_consecutive_failed_trials=3, objective=OBJECTIVE):
         self.space = space if space is not None else DPCSearchSpace()
         if max_trials is None or int(max_trials) < 1:
             raise ValueError(f"max_trials must be a positive integer, got {max_trials!r}")
+        if objective not in RANKED_METRICS:
+            raise ValueError(f"unknown DPC oracle objective {objective!r}; known: "
+                             f"{', '.join(RANKED_METRICS)}")
         super().__init__(
-            objective=keras_tuner.Objective(OBJECTIVE, "max"), max_trials=int(max_trials),
+            objective=keras_tuner.Objective(objective, "max"), max_trials=int(max_trials),
             hyperparameters=self.space.declare(keras_tuner.HyperParameters()),
             allow_new_entries=False, tune_new_entries=False, seed=int(seed) + 1,
             max_retries_per_trial=max_retries_per_trial,
@@ -268,22 +287,51 @@ class DPCOracle(keras_tuner.Oracle):
     def get_state(self):
         state = super().get_state()
         state["dpc"] = {"oracle": self.NAME, "space": self.space.config(),
+                        "objective": self.objective.name,
                         "seed": self.dpc_seed, "origins": self.origins,
                         "options": {k: getattr(self, k) for k in self.OPTIONS}}
         return state
 
-    def set_state(self, state):
-        super().set_state(state)
-        dpc = state.get("dpc")
-        if dpc is not None:
-            if dpc["space"] != self.space.config():
+    def check_stored(self, dpc):
+        """Raises ValueError when a project's stored DPC state (``oracle.json``'s ``dpc``
+        part; None: nothing stored) was searched with another space, oracle, objective
+        or fixed option than this oracle's (see the class docstring)."""
+        if dpc is None:
+            return
+        if dpc["space"] != self.space.config():
+            raise ValueError(
+                f"this project was searched in another DPC space ({dpc['space']}); "
+                f"the configuration now asks for {self.space.config()}: use a new "
+                f"project folder")
+        if dpc.get("oracle") not in (None, self.NAME):
+            raise ValueError(f"this project was searched with the {dpc['oracle']!r} "
+                             f"oracle, not {self.NAME!r}: use a new project folder")
+        # Older projects ranked the raw mIoU or a score under one name: not checked.
+        if dpc.get("objective", self.objective.name) != self.objective.name:
+            raise ValueError(
+                f"this project's trials were ranked by {dpc['objective']!r}, the "
+                f"configuration now ranks by {self.objective.name!r} (another "
+                f"DPCSearch.objective): use a new project folder")
+        stored = dpc.get("options") or {}
+        for option in self.FIXED_OPTIONS:
+            if option in stored and stored[option] != getattr(self, option):
                 raise ValueError(
-                    f"this project was searched in another DPC space ({dpc['space']}); "
-                    f"the configuration now asks for {self.space.config()}: use a new "
-                    f"project folder")
-            if dpc.get("oracle") not in (None, self.NAME):
-                raise ValueError(f"this project was searched with the {dpc['oracle']!r} "
-                                 f"oracle, not {self.NAME!r}: use a new project folder")
+                    f"this project was searched with {option} = {stored[option]!r}, "
+                    f"the configuration now asks for {getattr(self, option)!r}: use a "
+                    f"new project folder")
+
+    def check_project(self, project_dir):
+        """:meth:`check_stored` on ``project_dir``'s ``oracle.json``, if there is one:
+        the search calls it before it writes anything into the folder."""
+        path = os.path.join(project_dir, ORACLE_STATE)
+        if fileio.exists(path):
+            self.check_stored(fileio.read_json(path).get("dpc"))
+
+    def set_state(self, state):
+        dpc = state.get("dpc")
+        self.check_stored(dpc)
+        super().set_state(state)
+        if dpc is not None:
             self.dpc_seed = int(dpc["seed"])
             self.origins = dict(dpc["origins"])
         self._keys = {}
@@ -417,6 +465,7 @@ class DPCParetoOracle(DPCRandomSearchOracle):
 
     NAME = "pareto"
     OPTIONS = ("explore", "pareto_cost")
+    FIXED_OPTIONS = ("pareto_cost",)  # the front, the parents: a project keeps its cost
 
     def __init__(self, space=None, explore=0.5, pareto_cost="madds", **kwargs):
         if pareto_cost not in COSTS:

@@ -20,6 +20,7 @@ from nasseg_tf.data.inputs import train_input_fn
 from nasseg_tf import fileio
 from nasseg_tf.fileio import atomic_write_json
 from nasseg_tf.models import zoo
+from nasseg_tf.search.dpc.oracles import OBJECTIVE, RANKED_METRICS, SCORE
 from nasseg_tf.search_space.dpc import DPCCell
 from nasseg_tf.train import evaluation, strategies
 from nasseg_tf.train.experiment import TrainConfig
@@ -296,16 +297,24 @@ def finetune_rerank_fn(info, train_pattern, val_pattern, steps, batch_size, crop
 # Does the search beat random cells?
 
 
-def random_baseline(rows, space, objective_fn, project_dir, count, seed=0, verbose=True):
+def random_baseline(rows, space, objective_fn, project_dir, count, seed=0, verbose=True,
+                    ranked_by=OBJECTIVE):
     """Scores ``count`` fresh uniformly random cells with the full proxy budget.
 
     The cells are sampled with their own seed and differ from every searched trial;
-    each is trained without early stopping. Writes ``random_baseline.json`` (each
-    cell's score, their median, the search's best score and whether it beats the
-    median) after each cell; a rerun with the same ``count`` and ``seed`` reuses the
-    cells already scored. This answers "does the search beat the median random cell on
-    the proxy?" on the same objective.
+    each is trained without early stopping. Writes ``random_baseline.json`` after each
+    cell: each cell's val mIoU (and score, when the objective returns one), the median
+    random and the search's best on the metric the search ranked by (``ranked_by``:
+    ``val_miou``, or ``score`` in a cost-scored search, where a cheap cell of lower
+    mIoU may rank first), and whether the best beats the median on it. The raw val
+    mIoU's median and the best-ranked cell's val mIoU are kept either way. A rerun with
+    the same ``count``, ``seed`` and ``ranked_by`` reuses the cells already scored.
+    This answers "does the search beat the median random cell on the proxy?" on the
+    same objective.
     """
+    if ranked_by not in RANKED_METRICS:
+        raise ValueError(f"random_baseline: ranked_by must be one of "
+                         f"{', '.join(RANKED_METRICS)}, got {ranked_by!r}")
     path = os.path.join(project_dir, "random_baseline.json")
     taken = {DPCCell.from_config(row["cell"]).key() for row in rows}
     rng = np.random.default_rng([int(seed), 1_000_003])
@@ -318,26 +327,38 @@ def random_baseline(rows, space, objective_fn, project_dir, count, seed=0, verbo
     done = {}
     if fileio.exists(path):
         previous = fileio.read_json(path)
-        if previous.get("count") == count and previous.get("seed") == seed:
+        if (previous.get("count") == count and previous.get("seed") == seed
+                and previous.get("ranked_by", OBJECTIVE) == ranked_by):
             done = {DPCCell.from_config(e["cell"]).key(): e for e in previous["entries"]}
-    best = rows[0]["val_miou"] if rows else None
+    best = rows[0] if rows else None
     entries = []
     for i, cell in enumerate(cells):
         if cell.key() in done:
             entries.append(done[cell.key()])
         else:
             result = objective_fn(cell, None, None)
-            entries.append({"cell": cell.to_config(), "describe": cell.describe(),
-                            "val_miou": float(result["miou"]),
-                            "steps": int(result.get("steps", 0))})
+            entry = {"cell": cell.to_config(), "describe": cell.describe(),
+                     "val_miou": float(result["miou"]),
+                     "steps": int(result.get("steps", 0))}
+            if result.get("score") is not None:
+                entry[SCORE] = float(result["score"])
+            if ranked_by not in entry:
+                raise ValueError(f"random_baseline: the objective returned no "
+                                 f"{ranked_by!r} for a random cell")
+            entries.append(entry)
             if verbose:
-                print(f"[baseline] random cell {i + 1}/{count}: val_miou "
-                      f"{entries[-1]['val_miou']:.4f}", flush=True)
-        scores = [e["val_miou"] for e in entries]
-        median = float(np.median(scores))
+                shown = "".join(f" {k} {entry[k]:.4f}" for k in (OBJECTIVE, SCORE)
+                                if k in entry)
+                print(f"[baseline] random cell {i + 1}/{count}:{shown}", flush=True)
+        median = float(np.median([e[ranked_by] for e in entries]))
+        best_value = None if best is None else float(best[ranked_by])
         summary = {"count": count, "seed": seed, "complete": len(entries) == count,
-                   "entries": entries, "median_random_miou": median,
-                   "best_searched_miou": best,
-                   "best_beats_median": None if best is None else bool(best > median)}
+                   "entries": entries, "ranked_by": ranked_by,
+                   "median_random": median, "best_searched": best_value,
+                   "best_beats_median": (None if best is None
+                                         else bool(best_value > median)),
+                   "median_random_miou": float(np.median([e["val_miou"]
+                                                          for e in entries])),
+                   "best_searched_miou": None if best is None else best["val_miou"]}
         atomic_write_json(path, summary, indent=2)
     return summary

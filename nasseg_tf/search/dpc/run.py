@@ -26,7 +26,7 @@ from nasseg_tf.search.dpc.costs import cost_fn as costs_fn
 from nasseg_tf.search.dpc.leaderboard import PROGRESS_PNG, write_leaderboard
 from nasseg_tf.search.dpc.objectives import (COST_SCORED, OBJECTIVES, CostScore,
                                              SyntheticObjectiveConfig, make_objective)
-from nasseg_tf.search.dpc.oracles import make_oracle
+from nasseg_tf.search.dpc.oracles import OBJECTIVE, SCORE, make_oracle
 from nasseg_tf.search.dpc.proxy import ProxyConfig
 from nasseg_tf.search.dpc.rerank import (finetune_rerank_fn, random_baseline, rerank,
                                          train_backbone)
@@ -202,13 +202,16 @@ def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
         max_trials=cfg.max_trials, seed=cfg.seed, early_stopping=cfg.early_stopping,
         early_stopping_min_trials=cfg.early_stopping_min_trials,
         max_retries_per_trial=cfg.max_retries_per_trial,
-        max_consecutive_failed_trials=cfg.max_consecutive_failed_trials)
+        max_consecutive_failed_trials=cfg.max_consecutive_failed_trials,
+        objective=SCORE if scored else OBJECTIVE)
     names = (tuple(cfg.costs) + ((cfg.pareto_cost,) if cfg.oracle == "pareto" else ())
              + ((cfg.score_cost,) if scored else ()))
     costs = costs_fn(tuple(dict.fromkeys(names)), cost, cfg.latency_cache or os.path.join(
         fileio.abspath(model_dir), "latency_cache.json")) if names else None
     if scored:  # the objective takes the costs first; the tuner reuses them
         costs = _last_cell_memo(costs)
+    if this_role != "worker":  # a refused resume must not touch the project's files
+        oracle.check_project(fileio.abspath(model_dir))
     fileio.makedirs(model_dir)
     if this_role != "worker":
         runfiles.write_run_files(model_dir, [cfg, data.absolute(), proxy, backbone,
@@ -245,7 +248,8 @@ def run_search(model_dir, search=None, data=None, proxy=None, backbone=None,
     baseline = None
     if cfg.random_baseline > 0:
         baseline = random_baseline(rows, space, objective_fn, model_dir,
-                                   cfg.random_baseline, cfg.seed, cfg.verbose)
+                                   cfg.random_baseline, cfg.seed, cfg.verbose,
+                                   ranked_by=oracle.objective.name)
         plots.plot_dpc_search(rows, os.path.join(model_dir, PROGRESS_PNG),
                               baseline)  # again, with the random median
     summary = None

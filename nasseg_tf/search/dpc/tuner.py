@@ -4,9 +4,10 @@
 ``fit``): ``run_trial`` decodes the trial's cell, writes ``trial_<id>/cell.json`` (the
 official DPC JSON), calls an injectable ``objective_fn(cell, trial, should_stop) ->
 dict(miou=..., steps=..., stopped_early=..., seconds=..., history=[(step, miou), ...])``
-(:mod:`nasseg_tf.search.dpc.objectives`) and reports ``val_miou`` (maximised): the
-val mIoU, or, when the objective returns a ``score`` (one scalarised with the cell's
-cost), that score, with the raw val mIoU reported as ``miou``.
+(:mod:`nasseg_tf.search.dpc.objectives`) and reports ``val_miou``, the raw val mIoU,
+and, when the objective returns one, ``score`` (the mIoU scalarised with the cell's
+cost). The oracle ranks the trials by the metric it was built with (its ``objective``:
+``score`` in a cost-scored search).
 ``should_stop(step, miou)`` sends the curve point to the oracle, which applies the
 median stopping rule (:meth:`~nasseg_tf.search.dpc.oracles.DPCOracle.should_stop`).
 This is the only module that touches KerasTuner's internals (through
@@ -40,7 +41,7 @@ from nasseg_tf import fileio
 from nasseg_tf.fileio import atomic_write_json, atomic_write_text
 from nasseg_tf.internals import keras_tuner_grpc, oracle_state_file, tuner_state_file
 from nasseg_tf.search.dpc.leaderboard import write_leaderboard
-from nasseg_tf.search.dpc.oracles import CURVE_METRIC, OBJECTIVE
+from nasseg_tf.search.dpc.oracles import CURVE_METRIC, OBJECTIVE, SCORE
 
 _ENV_IP, _ENV_PORT, _ENV_ID = ("KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT",
                                "KERASTUNER_TUNER_ID")
@@ -228,13 +229,16 @@ class DPCTuner(BaseTuner):
             if step not in reported:
                 self.oracle.update_trial(trial.trial_id, {CURVE_METRIC: miou}, step=step)
         steps = result.get("steps", history[-1][0] if history else 0)
-        score = result.get("score")  # a scalarised objective's: what the oracle ranks
-        metrics = {OBJECTIVE: float(result["miou"] if score is None else score),
-                   "steps": float(steps),
+        score = result.get("score")  # a scalarised objective's
+        ranked = self.oracle.objective.name
+        if ranked == SCORE and score is None:
+            raise ValueError(f"the search ranks by {SCORE!r} but the objective returned "
+                             f"none: {sorted(result)}")
+        metrics = {OBJECTIVE: float(result["miou"]), "steps": float(steps),
                    "stopped_early": float(bool(result.get("stopped_early", False))),
                    "seconds": float(result.get("seconds", seconds))}
         if score is not None:
-            metrics["miou"] = float(result["miou"])
+            metrics[SCORE] = float(score)
         if self.cost_fn is not None:  # after the objective: a timing runs alone
             metrics.update({k: float(v) for k, v in self.cost_fn(cell).items()})
         extra = {k: v for k, v in result.items()
@@ -247,7 +251,7 @@ class DPCTuner(BaseTuner):
         cost = (f", {metrics['madds'] / 1e9:.2f}B Multiply-Adds" if "madds" in metrics
                 else "")
         shown = (f"{OBJECTIVE} {metrics[OBJECTIVE]:.4f}" if score is None else
-                 f"score {metrics[OBJECTIVE]:.4f} (val_miou {metrics['miou']:.4f})")
+                 f"{SCORE} {metrics[SCORE]:.4f} ({OBJECTIVE} {metrics[OBJECTIVE]:.4f})")
         self._log(f"[{self.tuner_id}] trial {trial.trial_id}: {shown}{cost} "
                   f"({int(steps)} steps"
                   f"{', stopped early' if metrics['stopped_early'] else ''}, "
@@ -269,7 +273,7 @@ class DPCTuner(BaseTuner):
         """Chief / single process: progress line and (throttled) leaderboard."""
         done = len(oracle.end_order)
         best = oracle.completed_trials()[:1]
-        name = "score" if trial.metrics.exists("miou") else OBJECTIVE
+        name = oracle.objective.name
         score = "failed" if trial.score is None else f"{name} {trial.score:.4f}"
         best_text = (f"best {best[0].score:.4f} (trial {best[0].trial_id})" if best
                      else "no completed trial yet")

@@ -135,6 +135,30 @@ def test_resuming_with_another_space_or_oracle_is_an_error(tmp_path):
                         options={"population_size": 2, "sample_size": 1})
     with pytest.raises(ValueError, match="'random' oracle"):
         evolution.reload()
+    scored = new_oracle(tmp_path, max_trials=5, objective="score")
+    with pytest.raises(ValueError, match="ranked by 'val_miou'.*now ranks by 'score'"):
+        scored.reload()
+    with pytest.raises(ValueError, match="unknown DPC oracle objective 'miou'"):
+        new_oracle(tmp_path, max_trials=5, objective="miou")
+
+
+def test_resuming_a_pareto_search_with_another_cost_is_an_error(tmp_path):
+    pareto = new_oracle(tmp_path, name="pareto", max_trials=5,
+                        options={"pareto_cost": "params"})
+    for trial in _drive(pareto, 2):
+        pareto.update_trial(trial.trial_id, {"params": 1.0})
+    stored = json.loads(json.dumps(pareto.get_state()))["dpc"]
+    assert stored["options"]["pareto_cost"] == "params"
+    other = new_oracle(tmp_path, name="pareto", max_trials=5,
+                       options={"pareto_cost": "madds"})
+    with pytest.raises(ValueError, match="pareto_cost = 'params'.*asks for 'madds'"):
+        other.check_project(str(tmp_path / "p"))  # before anything is written
+    with pytest.raises(ValueError, match="pareto_cost = 'params'"):
+        other.reload()
+    same = new_oracle(tmp_path, name="pareto", max_trials=5,
+                      options={"pareto_cost": "params", "explore": 0.9})
+    same.reload()  # other options may change
+    assert len(same.trials) == 2 and same.explore == 0.9
 
 
 def test_restarted_oracle_keeps_running_trials_with_their_tuners(tmp_path):

@@ -97,3 +97,29 @@ def test_random_baseline_scores_fresh_cells_once_and_resumes(tmp_path):
     assert out["best_searched_miou"] == 0.5 and out["best_beats_median"]
     again = random_baseline(rows, space, objective, str(tmp_path), 4, seed=1, verbose=False)
     assert len(calls) == 4 and again == out  # resumed from random_baseline.json
+    assert out["ranked_by"] == "val_miou" and out["median_random"] == pytest.approx(0.25)
+
+
+def test_random_baseline_of_a_cost_scored_search_compares_scores(tmp_path):
+    space = DPCSearchSpace(num_branches=2)
+    searched = [space.sample(np.random.default_rng(i)) for i in range(2)]
+    # The best-scored searched cell is cheap with a low mIoU: it ranks first by score
+    # although a random cell's raw mIoU is higher.
+    rows = [{"cell": searched[0].to_config(), "val_miou": 0.2, "score": 0.4},
+            {"cell": searched[1].to_config(), "val_miou": 0.6, "score": 0.3}]
+    scores = iter([(0.5, 0.25), (0.7, 0.35), (0.3, 0.2)])
+
+    def objective(cell, trial, should_stop):
+        miou, score = next(scores)
+        return {"miou": miou, "score": score, "steps": 7}
+
+    out = random_baseline(rows, space, objective, str(tmp_path), 3, seed=1, verbose=False,
+                          ranked_by="score")
+    assert out["median_random"] == pytest.approx(0.25) and out["best_searched"] == 0.4
+    assert out["best_beats_median"]  # on the score: 0.4 > 0.25
+    assert out["median_random_miou"] == pytest.approx(0.5)  # raw: kept, not compared
+    assert out["best_searched_miou"] == 0.2
+    assert [e["score"] for e in out["entries"]] == [0.25, 0.35, 0.2]
+    with pytest.raises(ValueError, match="returned no 'score'"):
+        random_baseline(rows, space, lambda cell, t, s: {"miou": 0.5}, str(tmp_path / "x"),
+                        1, seed=2, verbose=False, ranked_by="score")

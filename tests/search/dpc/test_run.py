@@ -190,7 +190,24 @@ def test_cost_scored_search_ranks_by_score_and_shows_the_raw_miou(tmp_path):
               encoding="utf-8") as f:
         saved = json.load(f)
     assert saved["objective"]["cost_target"] == 1e9
-    assert saved["metrics"]["miou"] == pytest.approx(rows[0]["val_miou"])
+    assert saved["metrics"]["val_miou"] == pytest.approx(rows[0]["val_miou"])  # raw
+    assert saved["metrics"]["score"] == pytest.approx(rows[0]["score"])
+    with open(os.path.join(project, f"trial_{rows[0]['trial_id']}", "trial.json"),
+              encoding="utf-8") as f:
+        trial = json.load(f)
+    metrics = trial["metrics"]["metrics"]
+    assert metrics["val_miou"]["observations"][0]["value"] == [
+        pytest.approx(rows[0]["val_miou"])]
+    assert trial["score"] == pytest.approx(rows[0]["score"])
+    # Resuming the project with the raw mIoU as the objective is refused, and the
+    # project's saved configuration stays as it was.
+    with open(os.path.join(project, "config.gin"), encoding="utf-8") as f:
+        config_gin = f.read()
+    with pytest.raises(ValueError, match="ranked by 'score'"):
+        run_search(project, argv=["test"], search=DPCSearchConfig(
+            objective="synthetic", costs=(), max_trials=6, verbose=False))
+    with open(os.path.join(project, "config.gin"), encoding="utf-8") as f:
+        assert f.read() == config_gin
     # Bad settings: one error naming the setting, nothing written.
     for bad, message in ((dict(cost_exponent=0.5), "DPCSearch.cost_exponent"),
                          (dict(score_cost="flops"), "DPCSearch.score_cost"),
