@@ -12,8 +12,9 @@ and L with the ratios ours / port::
 A record is ours when it has ``"benchmark": "search"``, the port's when it has
 ``"impl"``; anything else is an error naming the file. Runs of one configuration
 are all the records with the same crop, batch, F, L and levers (``remat``,
-``partial_channels``, ``atrous_op``, ``loop_layers``); their medians are taken per
-field, so the row's figures may come from different runs.
+``partial_channels``, ``atrous_op``, ``loop_layers``, ``fused_sgd``; records from before
+``fused_sgd`` existed used Keras' SGD); their medians are taken per field, so the row's
+figures may come from different runs.
 """
 
 import argparse
@@ -22,12 +23,15 @@ import json
 import statistics
 import sys
 
-OURS_LEVERS = ("remat", "partial_channels", "atrous_op", "loop_layers")
+OURS_LEVERS = ("remat", "partial_channels", "atrous_op", "loop_layers", "fused_sgd")
+#: A lever's value in records written before it existed.
+LEVER_DEFAULTS = {"fused_sgd": False}
 
 
 def _ours_key(record):
     return (tuple(record["crop_size"]), record["batch_size"], record["filter_multiplier"],
-            record["num_layers"]) + tuple(record.get(k) for k in OURS_LEVERS)
+            record["num_layers"]) + tuple(record.get(k, LEVER_DEFAULTS.get(k))
+                                          for k in OURS_LEVERS)
 
 
 def _port_key(record):
@@ -70,7 +74,8 @@ def summarise(ours, port):
     def order(key):  # larger crops first; within a size the exact supernet first
         levers = dict(zip(OURS_LEVERS, key[4:]))
         changed = (bool(levers["remat"]), levers["partial_channels"] != 1,
-                   levers["atrous_op"] != "regular", not levers["loop_layers"])
+                   levers["atrous_op"] != "regular", not levers["loop_layers"],
+                   not levers["fused_sgd"])
         return (-key[0][0], sum(changed), str(key))
 
     for key in sorted(ours, key=order):
@@ -105,6 +110,8 @@ def _levers(row):
         parts.append(row["atrous_op"].replace("_", "-"))
     if not row["loop_layers"]:
         parts.append("unrolled")
+    if not row["fused_sgd"]:
+        parts.append("Keras SGD")
     return ", ".join(parts) or "exact"
 
 

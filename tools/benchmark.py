@@ -4,8 +4,8 @@ Usage:
     python tools/benchmark.py train --model=autodeeplab_s --crop=513x513 --batch=2 \
         --output=bench/train_adl_s.json
     python tools/benchmark.py search --crop=65x65 --batch=2 --filter_multiplier=4 \
-        --num_layers=6 [--remat] [--partial_channels=4] [--atrous_op=dilated_separable] \
-        --output=bench/search_65_f4_l6.json
+        --num_layers=6 [--remat] [--nofused_sgd] [--partial_channels=4] \
+        [--atrous_op=dilated_separable] --output=bench/search_65_f4_l6.json
     python tools/benchmark.py dpc_proxy --dpc_crop=129x129 --dpc_batch=8 \
         --dpc_filters=256 --dpc_cells=3 --dpc_steps=20 --output=bench/dpc_proxy.json
     python tools/benchmark.py tflite --model=mobilenetv2_dpc --crop=257x257 \
@@ -44,6 +44,8 @@ flags.DEFINE_string("overrides", "{}", "JSON dict of zoo overrides.")
 flags.DEFINE_integer("filter_multiplier", 8, "search: F.")
 flags.DEFINE_integer("num_layers", 12, "search: L.")
 flags.DEFINE_bool("remat", False, "search: recompute each cell's activations in backward.")
+flags.DEFINE_bool("fused_sgd", True, "search: the weights' SGD updates each variable with one "
+                  "op (FusedSGD); --nofused_sgd: Keras' SGD.")
 flags.DEFINE_enum("cell_type", "batched", ["batched", "per_edge"], "search: cell graph.")
 flags.DEFINE_bool("loop_layers", True,
                   "search: trace the identical layers 4..L-1 once and loop over them "
@@ -116,7 +118,7 @@ def main(argv):
                               loop_layers=FLAGS.loop_layers, steps=FLAGS.steps,
                               count_madds=FLAGS.count_madds,
                               partial_channels=FLAGS.partial_channels,
-                              atrous_op=FLAGS.atrous_op)
+                              atrous_op=FLAGS.atrous_op, fused_sgd=FLAGS.fused_sgd)
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
     if FLAGS.output:

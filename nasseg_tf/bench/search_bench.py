@@ -169,7 +169,7 @@ def forward_madds(model, crop_size, batch_size):
 def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_layers=6,
                  num_classes=19, remat=False, cell_type="batched", loop_layers=True,
                  steps=3, seed=0,
-                 count_madds=True, partial_channels=1, atrous_op="regular"):
+                 count_madds=True, partial_channels=1, atrous_op="regular", fused_sgd=True):
     """Runs the benchmark; returns a JSON-ready dict."""
     float(tf.constant(1.0) + 1.0)  # start the runtime (devices, thread pools)
     rss_baseline = _rss_gib()
@@ -184,7 +184,7 @@ def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_laye
         return tf.data.Dataset.from_tensors((images, labels)).repeat()
 
     cfg = SearchConfig(steps=1000, warmup_steps=0, batch_size=batch_size,
-                       crop_size=tuple(crop_size))
+                       crop_size=tuple(crop_size), fused_sgd=fused_sgd)
     task = AutoDeepLabSearchTask(
         lambda: AutoDeepLabSupernet(num_classes, num_layers=num_layers,
                                     filter_multiplier=filter_multiplier, remat=remat,
@@ -197,7 +197,7 @@ def bench_search(crop_size=(65, 65), batch_size=2, filter_multiplier=4, num_laye
               "filter_multiplier": filter_multiplier, "num_layers": num_layers,
               "num_classes": num_classes, "remat": remat, "cell_type": cell_type,
               "loop_layers": loop_layers, "partial_channels": partial_channels,
-              "atrous_op": atrous_op,
+              "atrous_op": atrous_op, "fused_sgd": fused_sgd,
               "steps_timed": steps}
     with tempfile.TemporaryDirectory() as model_dir:
         loop = TrainLoop(task, strategy, model_dir, cfg.steps, progress=False)
