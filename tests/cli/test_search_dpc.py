@@ -282,3 +282,16 @@ def test_cost_scored_search_from_another_folder(tmp_path):
         assert math.isclose(row["score"], row["val_miou"] * 1e9 / row["madds"],
                             rel_tol=1e-9)
         assert f"val_miou {row['val_miou']:.4f} score {row['score']:.4f}" in out
+    # Resuming the project with the raw mIoU as the objective: refused in one line,
+    # and the project's saved configuration is left as it was.
+    with open(tmp_path / "search" / "config.gin", encoding="utf-8") as f:
+        config_gin = f.read()
+    again = start("search", "DPCSearch.objective = 'synthetic'")
+    again_out, again_err = again.communicate(timeout=300)
+    assert again.returncode == 2 and "Traceback" not in again_err, again_err[-3000:]
+    assert again_err.strip().splitlines() == [
+        "nasseg-search-dpc: error: this project's trials were ranked by 'score', the "
+        "configuration now ranks by 'val_miou' (another DPCSearch.objective): use a new "
+        "project folder"]
+    with open(tmp_path / "search" / "config.gin", encoding="utf-8") as f:
+        assert f.read() == config_gin
